@@ -7,6 +7,7 @@ only wires them together and turns :class:`~metaproxy.config.ConfigError` into a
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -40,6 +41,83 @@ def check_config(ctx: click.Context) -> None:
 
     cfg = load_config(ctx.obj["config_path"])
     click.echo(repr(cfg))
+
+
+@cli.group()
+def mount() -> None:
+    """Manage mounts: logical paths bound to a UFS or a union of UFSs."""
+
+
+def _open_state_and_config(ctx: click.Context) -> tuple[Any, Any]:
+    from metaproxy.config import load_config
+    from metaproxy.state import open_state
+
+    cfg = load_config(ctx.obj["config_path"])
+    return cfg, open_state(cfg.state_path)
+
+
+@mount.command("add")
+@click.argument("path")
+@click.argument("ufs", nargs=-1, required=True)
+@click.option("--read-priority", default="", help="Union mounts: member schemes in read order, e.g. s3,hdfs.")
+@click.option("--create-target", default="", help="Union mounts: the scheme new tables and partitions go to.")
+@click.pass_context
+def mount_add(
+    ctx: click.Context, path: str, ufs: tuple[str, ...], read_priority: str, create_target: str
+) -> None:
+    """Mount UFS (one URI, or several for a union mount) at PATH.
+
+    \b
+    metaproxy mount add /tpcds hdfs://namenode:8020/warehouse/tpcds
+    metaproxy mount add /sales hdfs://nn:8020/sales s3://lake/sales --read-priority s3,hdfs --create-target s3
+    """
+    from metaproxy.mounts import MountError, add_mount, make_mount
+
+    cfg, db = _open_state_and_config(ctx)
+    prio = tuple(p.strip() for p in read_priority.split(",") if p.strip())
+    try:
+        m = make_mount(path, ufs, prio, create_target)
+        add_mount(cfg, db, m)
+    except MountError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"mounted {m.path} -> {', '.join(m.ufs)}")
+
+
+@mount.command("list")
+@click.pass_context
+def mount_list(ctx: click.Context) -> None:
+    """List mounts (from the config file and the state DB)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from metaproxy.mounts import load_mount_table
+
+    cfg, db = _open_state_and_config(ctx)
+    table = Table("path", "ufs", "read priority", "create target", "declared in")
+    for m in load_mount_table(cfg, db):
+        table.add_row(
+            m.path,
+            "\n".join(m.ufs),
+            ",".join(m.read_priority),
+            m.create_target,
+            cfg.source if m.source == "config" else "state DB",
+        )
+    Console().print(table)
+
+
+@mount.command("remove")
+@click.argument("path")
+@click.pass_context
+def mount_remove(ctx: click.Context, path: str) -> None:
+    """Remove the mount at PATH (running proxies and gateways drop it within seconds)."""
+    from metaproxy.mounts import MountError, remove_mount
+
+    cfg, db = _open_state_and_config(ctx)
+    try:
+        m = remove_mount(cfg, db, path)
+    except MountError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"unmounted {m.path}")
 
 
 def main() -> None:

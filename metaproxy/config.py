@@ -246,14 +246,20 @@ class _Section:
             raise self._fail(key, str(e).removeprefix("expected "), self.data[key]) from None
 
     def secret(self, key: str) -> str:
-        """A secret: the value itself, or ``{key}_env`` naming an environment variable."""
+        """A secret: the value itself, or ``{key}_env`` naming an environment variable.
+
+        An unset variable yields an empty secret: the service that needs it refuses to start
+        and says which key is missing, while commands that do not need it keep working.
+        """
         env_key = f"{key}_env"
         self.used.update((key, env_key))
         if env_key in self.data:
+            if key in self.data:
+                raise self._fail(key, f"either {key} or {env_key}, not both", "both")
             var = self.get(env_key, str, "")
-            if var not in os.environ:
-                raise self._fail(env_key, f"the name of a set environment variable ({var} is unset)", var)
-            return os.environ[var]
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
+                raise self._fail(env_key, "the name of an environment variable", var)
+            return os.environ.get(var, "")
         return self.get(key, str, "")
 
     def sub(self, key: str) -> _Section:
