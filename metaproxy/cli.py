@@ -120,6 +120,15 @@ def mount_remove(ctx: click.Context, path: str) -> None:
     click.echo(f"unmounted {m.path}")
 
 
+def _register_groups() -> None:
+    from metaproxy.stack.cli import stack
+
+    cli.add_command(stack)
+
+
+_register_groups()
+
+
 def main() -> None:
     """Entry point of the ``metaproxy`` console script."""
     try:

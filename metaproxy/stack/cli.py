@@ -1,0 +1,43 @@
+"""The ``metaproxy stack`` command group: start, stop and inspect the local stack."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from metaproxy.stack.launcher import Stack, StackError, endpoints_path
+
+
+@click.group()
+def stack() -> None:
+    """The local development stack: HDFS, Hive Metastore, S3 (moto) and Trino on loopback."""
+
+
+@stack.command("up")
+def stack_up() -> None:
+    """Start the stack (or reuse the running one) and print its endpoints."""
+    try:
+        ep = Stack().up()
+    except StackError as e:
+        click.echo(f"stack: {e}", err=True)
+        sys.exit(1)
+    shown = {k: v for k, v in ep.items() if isinstance(v, str) and "secret" not in k}
+    click.echo(json.dumps(shown, indent=2, sort_keys=True))
+
+
+@stack.command("down")
+def stack_down() -> None:
+    """Stop every process of the stack."""
+    Stack().down()
+
+
+@stack.command("status")
+def stack_status() -> None:
+    """Say which components are up; exit 1 if any is not."""
+    status = Stack().status()
+    for name, ok in status.items():
+        click.echo(f"{name:8s} {'up' if ok else 'DOWN'}")
+    click.echo(f"endpoints: {endpoints_path()}")
+    sys.exit(0 if all(status.values()) else 1)
