@@ -120,6 +120,42 @@ def mount_remove(ctx: click.Context, path: str) -> None:
     click.echo(f"unmounted {m.path}")
 
 
+@cli.group()
+def sample() -> None:
+    """The TPC-DS-shaped sample data set."""
+
+
+@sample.command("load")
+@click.option("--scale", default=1.0, show_default=True, help="Multiplies the fact rows and items.")
+@click.option("--partitions", default=120, show_default=True, help="store_sales partitions (days).")
+@click.option("--seed", default=20261124, show_default=True)
+def sample_load(scale: float, partitions: int, seed: int) -> None:
+    """Write the sample to HDFS and register it in the HMS of the local stack."""
+    from rich.progress import Progress
+
+    from metaproxy import sample_data
+    from metaproxy.stack import load_endpoints
+
+    ep = load_endpoints()
+    if not ep:
+        raise click.ClickException("no local stack is running: start it with `metaproxy stack up`")
+    with Progress() as bar:
+        task = bar.add_task("writing Parquet files to HDFS", total=None)
+        r = sample_data.load(
+            ep["hms"],
+            ep["hdfs"],
+            ep["webhdfs"],
+            scale=scale,
+            seed=seed,
+            partitions=partitions,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    click.echo(
+        f"loaded {r.database}: {r.tables}, {r.partitions} partitions, {r.files} files, "
+        f"{r.bytes / 1e6:.1f} MB in {r.seconds:.1f}s at {r.location}"
+    )
+
+
 def _register_groups() -> None:
     from metaproxy.stack.cli import stack
 

@@ -1,0 +1,38 @@
+# metaproxy — the two commands of the README, and a few more.
+#   make demo   set up, start the local stack, load sample data, query through metaproxy
+#   make test   set up and run the whole test suite (lint, types, unit and integration tests)
+#   make stop   stop every process of the local stack
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test unit lint stop bench bench-quick clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/python -m metaproxy.demo
+
+lint: setup
+	$(BIN)/ruff check metaproxy tests bench
+	$(BIN)/ruff format --check metaproxy tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+unit: setup
+	$(BIN)/pytest -m unit
+
+stop:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m metaproxy.stack down; fi
+
+clean: stop
+	rm -rf .stack var

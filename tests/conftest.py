@@ -1,0 +1,99 @@
+"""Shared fixtures: the real local stack, the sample data set, and clients for each component.
+
+The stack is started once per session (or reused when ``metaproxy stack up`` already runs it).
+With ``CI=true`` a component that cannot start fails the run; elsewhere the integration tests
+are skipped with the reason, so unit tests still run on a machine without Java.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[dict[str, Any]]:
+    """The running stack's endpoints (see metaproxy.stack)."""
+    from metaproxy.stack.launcher import Stack, StackError
+
+    st = Stack()
+    reused = st.is_running()
+    try:
+        endpoints = st.up()
+    except StackError as e:
+        if IN_CI:
+            pytest.fail(f"the local stack did not start: {e}", pytrace=False)
+        pytest.skip(f"the local stack did not start: {e}")
+    yield endpoints
+    if not reused and not os.environ.get("METAPROXY_KEEP_STACK"):
+        st.down(quiet=True)
+
+
+@pytest.fixture(scope="session")
+def tpcds(stack: dict[str, Any]) -> dict[str, Any]:
+    """The default sample data set, loaded once (kept if an identical one is already loaded)."""
+    from metaproxy import sample_data
+
+    wanted = sample_data.sample_id(1.0, sample_data.DEFAULT_SEED, sample_data.DEFAULT_PARTITIONS)
+    if sample_data.loaded_sample(stack["hms"]) != wanted:
+        sample_data.load(stack["hms"], stack["hdfs"], stack["webhdfs"])
+    return {"database": sample_data.DATABASE, "location": f"{stack['hdfs']}/warehouse/{sample_data.DATABASE}"}
+
+
+@pytest.fixture(scope="session")
+def sample() -> Any:
+    """The default sample, generated in memory (the same rows the tpcds fixture loads)."""
+    from metaproxy import sample_data
+
+    return sample_data.generate()
+
+
+@pytest.fixture(scope="session")
+def trino_query(stack: dict[str, Any]) -> Callable[..., list[list[Any]]]:
+    """Run one SQL statement in Trino and return all rows."""
+    import trino
+
+    host, port = stack["trino"].split("//", 1)[1].split(":")
+
+    def run(sql: str, catalog: str = "direct", schema: str = "tpcds") -> list[list[Any]]:
+        conn = trino.dbapi.connect(
+            host=host, port=int(port), user="metaproxy", catalog=catalog, schema=schema, request_timeout=300
+        )
+        try:
+            cur = conn.cursor()
+            cur.execute(sql)
+            return [list(r) for r in cur.fetchall()]
+        finally:
+            conn.close()
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def s3_client(stack: dict[str, Any]) -> Any:
+    """A boto3 S3 client for the local S3 server."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=stack["s3"],
+        aws_access_key_id=stack["s3_access_key"],
+        aws_secret_access_key=stack["s3_secret_key"],
+        region_name=stack["s3_region"],
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+    )
+
+
+@pytest.fixture
+def hms_client(stack: dict[str, Any]) -> Iterator[Any]:
+    """A Hive Metastore client talking straight to the on-prem HMS."""
+    from metaproxy.hms import connect
+
+    with connect(stack["hms"]) as client:
+        yield client
