@@ -21,8 +21,8 @@ demo: setup
 	$(BIN)/python -m metaproxy.demo
 
 lint: setup
-	$(BIN)/ruff check metaproxy tests bench
-	$(BIN)/ruff format --check metaproxy tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test: lint

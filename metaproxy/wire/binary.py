@@ -74,7 +74,7 @@ LOC = "loc"
 Child = Union[str, "StructSchema", tuple]
 
 
-class StructSchema(dict):  # type: ignore[type-arg]
+class StructSchema(dict[int, tuple[int, "Child"]]):
     """Field id → (ttype, child) for the fields of one struct that lead to locations."""
 
     __slots__ = ("name",)
@@ -83,7 +83,7 @@ class StructSchema(dict):  # type: ignore[type-arg]
         super().__init__()
         self.name = name
 
-    def __hash__(self) -> int:  # identity: schemas are shared, possibly recursive
+    def __hash__(self) -> int:  # type: ignore[override]  # identity: schemas are shared, possibly recursive
         return id(self)
 
     def __eq__(self, other: object) -> bool:
@@ -193,7 +193,7 @@ class Walker:
                 if ft not in VALID_TYPES:
                     raise Malformed(f"bad field type {ft} at byte {pos}")
                 pos = self.skip(pos + 3, ft, depth + 1)
-        if ttype == LIST or ttype == SET:
+        if ttype in (LIST, SET):
             if pos + 5 > end:
                 raise Incomplete
             et = buf[pos]
@@ -247,6 +247,7 @@ class Walker:
             if ttype != STRUCT:
                 return self.skip(pos, ttype, depth)
             return self.struct(pos, child, depth + 1)
+        assert isinstance(child, tuple)
         kind, sub = child
         buf, end = self.buf, self.end
         if kind == "list" and ttype in (LIST, SET):

@@ -80,6 +80,10 @@ READ_EXCEPTIONS = frozenset({"set_ugi", "setMetaConf", "lock_materialization_reb
 _DB_ATTRS = ("dbName", "dbname", "db_name", "databaseName", "destDb", "source_db", "dest_db")
 
 
+def _spec(cls: Any) -> tuple[Any, ...]:
+    return tuple(cls.thrift_spec)
+
+
 def is_write(method: str) -> bool:
     """True if the method changes the metastore (refused unless writes are allowed)."""
     if method in READ_EXCEPTIONS:
@@ -97,7 +101,7 @@ def _location_classes() -> set[type]:
         for cls in classes:
             if cls in holders:
                 continue
-            if any(_field_reaches(f, holders) for f in cls.thrift_spec if f):
+            if any(_field_reaches(f, holders) for f in _spec(cls) if f):
                 holders.add(cls)
                 changed = True
     return holders
@@ -134,7 +138,7 @@ class _Builder:
             return self.memo[cls]
         schema = StructSchema(cls.__name__)
         self.memo[cls] = schema  # before filling: the IDL has cycles (Table → … → Table)
-        for f in cls.thrift_spec:
+        for f in _spec(cls):
             if not f:
                 continue
             fid, ttype, name, args, _ = f
@@ -185,7 +189,7 @@ def methods() -> dict[str, MethodInfo]:
         result_cls = getattr(ThriftHiveMetastore, f"{name}_result", None)
         meta_fid = None
         if result_cls is not None:
-            for f in result_cls.thrift_spec:
+            for f in _spec(result_cls):
                 if f and f[1] == STRUCT and f[3][0] is ttypes.MetaException:
                     meta_fid = f[0]
                     break
@@ -203,15 +207,12 @@ def methods() -> dict[str, MethodInfo]:
 def _schema_of(b: _Builder, cls: type) -> StructSchema | None:
     """Schema of an args/result wrapper struct (not itself a ttypes class)."""
     schema = StructSchema(cls.__name__)
-    for f in cls.thrift_spec:
+    for f in _spec(cls):
         if not f:
             continue
         fid, ttype, name, args, _ = f
         child: Child | None
-        if ttype == STRING and name in LOCATION_FIELDS:
-            child = LOC
-        else:
-            child = b.child(ttype, args)
+        child = LOC if ttype == STRING and name in LOCATION_FIELDS else b.child(ttype, args)
         if child is not None:
             schema[fid] = (ttype, child)
     return schema or None
