@@ -120,6 +120,59 @@ def mount_remove(ctx: click.Context, path: str) -> None:
     click.echo(f"unmounted {m.path}")
 
 
+@cli.command("serve")
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Run the metastore proxy (every configured listener) and its admin endpoint."""
+    import logging
+    import signal
+    import threading
+
+    from metaproxy.admin import AdminServer
+    from metaproxy.config import load_config
+    from metaproxy.thrift_server import MetastoreProxy
+
+    cfg = load_config(ctx.obj["config_path"])
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if cfg.proxy.audit_log:
+        handler = logging.FileHandler(cfg.proxy.audit_log)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        audit = logging.getLogger("metaproxy.audit")
+        audit.addHandler(handler)
+        audit.propagate = False
+    proxy = MetastoreProxy(cfg)
+    proxy.start()
+
+    def health() -> dict[str, Any]:
+        from metaproxy.thrift_server import Upstream
+
+        up = Upstream(cfg.metastore.uris, cfg.metastore.connect_timeout_s, 5.0)
+        try:
+            up.connect()
+            upstream, ok = up.uri, True
+        except Exception as e:
+            upstream, ok = str(e), False
+        finally:
+            up.reset()
+        return {
+            "ok": ok,
+            "upstream": upstream,
+            "listeners": [f"{h}:{p} {prof}" for h, p, prof in proxy.addresses],
+            "mounts": [m.path for m in proxy.state.mounts],
+            "rules_version": proxy.state.version,
+        }
+
+    admin = AdminServer(cfg.proxy.admin_host, cfg.proxy.admin_port, health)
+    admin.start()
+    click.echo(f"admin endpoint on http://{cfg.proxy.admin_host}:{admin.port}/health", err=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    proxy.stop()
+    admin.stop()
+
+
 @cli.group()
 def sample() -> None:
     """The TPC-DS-shaped sample data set."""

@@ -4,7 +4,7 @@
  * Same semantics as binary.Walker (the pure-Python reference; a differential test keeps the two
  * identical): walk one struct from `start`, skip everything by type, record the (offset of the
  * length prefix, length) of every string the location schema marks, return where the struct
- * ends. Returns -1 as the end when the buffer is too short (read more bytes); raises ValueError
+ * ends (each span also carries the schema's kind string). Returns -1 as the end when the buffer is too short (read more bytes); raises ValueError
  * for malformed input. Schema nodes are the Python objects of binary.py: a dict (field id ->
  * (ttype, child)), the string "loc", or a tuple ("list"|"map", child).
  */
@@ -139,7 +139,7 @@ static Py_ssize_t walk_value(walker *w, Py_ssize_t pos, int t, PyObject *child, 
         int32_t n = rd32(w->buf + pos);
         if (n < 0 || n > w->limit) return fail(w, "bad string length", pos);
         if (pos + 4 + (Py_ssize_t)n > w->end) return INCOMPLETE;
-        PyObject *span = Py_BuildValue("(ni)", pos, (int)n);
+        PyObject *span = Py_BuildValue("(niO)", pos, (int)n, child);
         if (!span) return MALFORMED;
         int rc = PyList_Append(w->spans, span);
         Py_DECREF(span);

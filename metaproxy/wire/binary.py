@@ -66,12 +66,18 @@ class Malformed(WireError):
 
 
 # A location schema node. For a struct: {field id: (expected ttype, child)}; child is
-#   LOC            — the field itself is a location string;
+#   a str          — the field itself is a location string; the str says which kind
+#                    (LOC: a table/partition storage location, DB_LOC: a database or catalog
+#                    location, ROOT_LOC: a partition spec's root path);
 #   StructSchema   — descend into the struct;
 #   ("list", elem) — a list/set whose elements are LOC or StructSchema;
 #   ("map", val)   — a map whose *values* are LOC or StructSchema (keys are skipped).
 LOC = "loc"
+DB_LOC = "db"
+ROOT_LOC = "root"
 Child = Union[str, "StructSchema", tuple]
+#: (offset of the 4-byte length prefix, length, kind)
+Span = tuple[int, int, str]
 
 
 class StructSchema(dict[int, tuple[int, "Child"]]):
@@ -159,7 +165,7 @@ class Walker:
         self.buf = buf
         self.end = len(buf)
         self.limit = limit
-        self.spans: list[tuple[int, int]] = []
+        self.spans: list[Span] = []
 
     # -- generic skipping -----------------------------------------------------------------
 
@@ -231,7 +237,7 @@ class Walker:
     def value(self, pos: int, ttype: int, child: Child | None, depth: int) -> int:
         if child is None:
             return self.skip(pos, ttype, depth)
-        if child == LOC:
+        if isinstance(child, str):
             if ttype != STRING:
                 return self.skip(pos, ttype, depth)
             if pos + 4 > self.end:
@@ -241,7 +247,7 @@ class Walker:
                 raise Malformed(f"bad string length {n} at byte {pos}")
             if pos + 4 + n > self.end:
                 raise Incomplete
-            self.spans.append((pos, n))
+            self.spans.append((pos, n, child))
             return pos + 4 + n
         if isinstance(child, StructSchema):
             if ttype != STRUCT:
@@ -306,12 +312,12 @@ class Scanned:
 
     header: MessageHeader
     end: int
-    spans: list[tuple[int, int]]
+    spans: list[Span]
 
 
 def walk_python(
     buf: bytes | bytearray | memoryview, start: int, schema: StructSchema | None, limit: int
-) -> tuple[int, list[tuple[int, int]]]:
+) -> tuple[int, list[Span]]:
     """The reference walker: ``(end, spans)``; raises Incomplete / Malformed."""
     walker = Walker(buf, limit)
     end = walker.struct(start, schema)
@@ -320,7 +326,7 @@ def walk_python(
 
 def walk_c(
     buf: bytes | bytearray | memoryview, start: int, schema: StructSchema | None, limit: int
-) -> tuple[int, list[tuple[int, int]]]:
+) -> tuple[int, list[Span]]:
     """The C walker with the reference walker's contract."""
     try:
         end, spans = _walk.walk(buf, start, schema, limit)
@@ -355,26 +361,26 @@ def scan(
     return Scanned(header, end, spans)
 
 
-def read_string(buf: bytes | bytearray | memoryview, span: tuple[int, int]) -> str:
-    pos, n = span
+def read_string(buf: bytes | bytearray | memoryview, span: Span) -> str:
+    pos, n, _ = span
     return bytes(buf[pos + 4 : pos + 4 + n]).decode("utf-8", "surrogateescape")
 
 
 def splice(
     buf: bytes | bytearray | memoryview,
     end: int,
-    spans: list[tuple[int, int]],
-    transform: Callable[[str], str | None],
+    spans: list[Span],
+    transform: Callable[[str, str], str | None],
 ) -> bytes | None:
-    """``buf[:end]`` with every location string passed through ``transform``.
+    """``buf[:end]`` with every location string passed through ``transform(location, kind)``.
 
     Returns None when nothing changed (the caller forwards the original bytes).
     """
     pieces: list[bytes | bytearray | memoryview] = []
     prev = 0
-    for pos, n in spans:
+    for pos, n, kind in spans:
         old = bytes(buf[pos + 4 : pos + 4 + n]).decode("utf-8", "surrogateescape")
-        new = transform(old)
+        new = transform(old, kind)
         if new is None or new == old:
             continue
         nb = new.encode("utf-8", "surrogateescape")

@@ -26,9 +26,9 @@ from hive_metastore import ThriftHiveMetastore, ttypes
 from thrift.protocol import TBinaryProtocol
 from thrift.transport import TTransport
 
-from metaproxy.wire.binary import LIST, LOC, MAP, SET, STRING, STRUCT, Child, StructSchema
+from metaproxy.wire.binary import DB_LOC, LIST, LOC, MAP, ROOT_LOC, SET, STRING, STRUCT, Child, StructSchema
 
-LOCATION_FIELDS = frozenset({"location", "locationUri", "managedLocationUri", "rootPath"})
+LOCATION_FIELDS = {"location": LOC, "locationUri": DB_LOC, "managedLocationUri": DB_LOC, "rootPath": ROOT_LOC}
 LOCATION_MAP_FIELDS = frozenset({"skewedColValueLocationMaps"})
 
 # Methods that change the metastore. Prefixes cover the IDL's naming; the explicit names cover
@@ -144,7 +144,7 @@ class _Builder:
             fid, ttype, name, args, _ = f
             child: Child | None
             if ttype == STRING and name in LOCATION_FIELDS:
-                child = LOC
+                child = LOCATION_FIELDS[name]
             elif ttype == MAP and name in LOCATION_MAP_FIELDS:
                 child = ("map", LOC)
             else:
@@ -212,7 +212,7 @@ def _schema_of(b: _Builder, cls: type) -> StructSchema | None:
             continue
         fid, ttype, name, args, _ = f
         child: Child | None
-        child = LOC if ttype == STRING and name in LOCATION_FIELDS else b.child(ttype, args)
+        child = LOCATION_FIELDS[name] if ttype == STRING and name in LOCATION_FIELDS else b.child(ttype, args)
         if child is not None:
             schema[fid] = (ttype, child)
     return schema or None

@@ -1,0 +1,166 @@
+"""Location rules: what a location becomes on the way out to a client, and back on the way in.
+
+A :class:`Rewriter` is built from the mount table, the flip map of the migration loop and a
+listener's profile, and is immutable: the proxy swaps in a new one when mounts or flips change.
+
+Outbound (replies to the query engine), by profile:
+
+* ``cloud`` — a migrated unit's location becomes its S3 location (longest flipped prefix wins,
+  so the partitions of a flipped table follow it); a location under a mount's HDFS member
+  becomes the gateway's ``s3://<gateway bucket>/<mount>/<rest>``; a database location under a
+  union mount whose create target is S3 becomes the S3 member's location, so engines create new
+  tables there;
+* ``onprem`` — only migrated units change (to S3); HDFS stays HDFS;
+* ``passthrough`` — nothing changes.
+
+Inbound (requests that carry locations into the HMS), for every profile: a gateway location
+becomes the UFS location it stands for (the create target's for new tables and partitions), and
+a migrated unit's S3 location becomes its original HDFS location unless write-back is on — so
+the on-prem HMS never stores an address the proxy invented. A gateway location that names no
+mount is refused, never forwarded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from metaproxy.mounts import _URI_RE, MountTable, _normalize_escapes, scheme_of, split_uri
+
+DB_KIND = "db"
+
+
+class RewriteError(ValueError):
+    """A location cannot be mapped safely (the call is refused, nothing reaches the HMS)."""
+
+
+def _parts(location: str) -> tuple[str, str, list[str], list[str]] | None:
+    """(scheme, authority, raw segments, normalised segments) of a URI."""
+    m = _URI_RE.match(location.strip())
+    if m is None:
+        return None
+    parts = split_uri(location)
+    assert parts is not None
+    raw = [s for s in m.group(3).split("?", 1)[0].split("/") if s]
+    return parts[0], parts[1], raw, [_normalize_escapes(s) for s in raw]
+
+
+class PrefixMap:
+    """Normalised URI prefix → replacement prefix, with longest-prefix lookup by path segment."""
+
+    def __init__(self, mapping: Mapping[str, str]) -> None:
+        self._map: dict[tuple[str, str, tuple[str, ...]], str] = {}
+        for prefix, target in mapping.items():
+            p = _parts(prefix)
+            if p is not None:
+                self._map[(p[0], p[1], tuple(p[3]))] = target.rstrip("/")
+        self._depths = sorted({len(k[2]) for k in self._map}, reverse=True)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def lookup(self, location: str) -> str | None:
+        """The location with its longest mapped prefix replaced, or None."""
+        if not self._map:
+            return None
+        p = _parts(location)
+        if p is None:
+            return None
+        scheme, authority, raw, norm = p
+        for k in self._depths:
+            if k > len(norm):
+                continue
+            target = self._map.get((scheme, authority, tuple(norm[:k])))
+            if target is not None:
+                rest = "/".join(raw[k:])
+                return f"{target}/{rest}" if rest else target
+        return None
+
+
+@dataclass(frozen=True)
+class Rewriter:
+    """The location rules of one listener at one moment."""
+
+    profile: str
+    mounts: MountTable
+    gateway_bucket: str
+    flips: PrefixMap
+    unflips: PrefixMap
+    write_back: bool = False
+
+    @classmethod
+    def build(
+        cls,
+        profile: str,
+        mounts: MountTable,
+        gateway_bucket: str,
+        flips: Mapping[str, str] | None = None,
+        write_back: bool = False,
+    ) -> Rewriter:
+        flips = flips or {}
+        return cls(
+            profile=profile,
+            mounts=mounts,
+            gateway_bucket=gateway_bucket,
+            flips=PrefixMap(flips),
+            unflips=PrefixMap({v: k for k, v in flips.items()}),
+            write_back=write_back,
+        )
+
+    # -- outbound -------------------------------------------------------------------------
+
+    def outbound(self, location: str, kind: str = "loc") -> str | None:
+        """What a client is told instead of ``location`` (None: unchanged)."""
+        if self.profile == "passthrough" or not location:
+            return None
+        flipped = self.flips.lookup(location)
+        if flipped is not None:
+            return flipped
+        if self.profile != "cloud":
+            return None
+        m = self.mounts.match_ufs(location)
+        if m is None:
+            return None
+        member_scheme = scheme_of(m.ufs_prefix)
+        if kind == DB_KIND and m.mount.is_union and m.mount.create_target != member_scheme:
+            # new tables of this database are created on the create target
+            target = m.mount.create_ufs
+            return f"{target}/{m.rest}" if m.rest else target
+        if member_scheme == "s3":
+            return None  # already S3: engines read it directly
+        key = f"{m.mount.name}/{m.rest}" if m.rest else m.mount.name
+        return f"s3://{self.gateway_bucket}/{key}"
+
+    # -- inbound --------------------------------------------------------------------------
+
+    def gateway_key(self, location: str) -> str | None:
+        """The object key if ``location`` is in the gateway bucket, else None."""
+        parts = split_uri(location)
+        if parts is None or parts[0] != "s3" or parts[1] != self.gateway_bucket:
+            return None
+        m = _URI_RE.match(location.strip())
+        assert m is not None
+        return "/".join(s for s in m.group(3).split("/") if s)
+
+    def inbound(self, location: str, creating: bool = False) -> str | None:
+        """What the upstream HMS stores instead of ``location`` (None: unchanged).
+
+        Raises :class:`RewriteError` for a gateway location outside every mount.
+        """
+        if not location:
+            return None
+        key = self.gateway_key(location)
+        if key is not None:
+            resolved = self.mounts.resolve_key(key) if key else None
+            if resolved is None:
+                raise RewriteError(
+                    f"location {location} is in the gateway bucket but under no mount; refusing to store it"
+                )
+            mount, rest = resolved
+            prefix = mount.create_ufs if creating else mount.ufs[0]
+            return f"{prefix}/{rest}" if rest else prefix
+        if not self.write_back:
+            original = self.unflips.lookup(location)
+            if original is not None:
+                return original
+        return None
