@@ -94,6 +94,7 @@ class Mount:
     """A logical path bound to one UFS prefix, or to a union of several (one per scheme)."""
 
     path: str
+    #: member UFS prefixes as configured (no trailing slash); matching normalises them
     ufs: tuple[str, ...]
     read_priority: tuple[str, ...]
     create_target: str
@@ -152,7 +153,8 @@ def make_mount(
         if parts[0] in schemes:
             raise MountError(f"mount {p}: two members with scheme {parts[0]}")
         schemes.append(parts[0])
-        normalised.append(normalize_uri(u))
+        # kept as the operator wrote it: reverse mapping must give back the HMS's own spelling
+        normalised.append(u.strip().rstrip("/"))
     prio = tuple(SCHEME_ALIASES.get(s.lower(), s.lower()) for s in read_priority) or tuple(schemes)
     if sorted(prio) != sorted(schemes):
         raise MountError(f"mount {p}: read priority {list(prio)} must list each member scheme {schemes} once")
@@ -312,7 +314,7 @@ def add_mount(cfg: Config, db: sqlite_utils.Database, mount: Mount) -> None:
     for other in table:
         for u in mount.ufs:
             for v in other.ufs:
-                if u == v:
+                if normalize_uri(u) == normalize_uri(v):
                     raise MountError(f"{u} is already mounted at {other.path}")
     _ensure_table(db)
     db[MOUNTS_TABLE].insert(  # type: ignore[union-attr]

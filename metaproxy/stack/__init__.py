@@ -11,8 +11,15 @@ stops each by its own pid. The running stack is described in ``.stack/endpoints.
 ``s3``        ``http://127.0.0.1:PORT``   — the S3 server (moto)
 ``trino``     ``http://127.0.0.1:PORT``   — Trino's HTTP endpoint
 ``s3_access_key``, ``s3_secret_key``, ``s3_region`` — credentials of the local S3 server
-``proxy``, ``gateway``, ``admin``, ``gateway_access_key``, ``gateway_secret_key`` — metaproxy's own
-services, once they are part of the stack.
+``proxy``     ``thrift://127.0.0.1:PORT`` — metaproxy's metastore proxy, profile ``cloud``
+``proxy_onprem``, ``proxy_passthrough`` — the same proxy's ``onprem`` and ``passthrough`` listeners
+``admin``     ``http://127.0.0.1:PORT``   — the proxy's admin endpoint (``/health``, ``/metrics``)
+``config``    the metaproxy config file the stack's services run with
+``gateway``, ``gateway_access_key``, ``gateway_secret_key`` — the cache gateway
+
+Trino has three Hive catalogs: ``direct`` (the HMS itself, reading HDFS itself — the baseline),
+``onprem`` (through the proxy's ``cloud`` listener) and ``passthrough`` (through its
+``passthrough`` listener).
 
 Nothing here is needed in production: a real deployment points metaproxy at its own HMS,
 HDFS and S3.

@@ -243,6 +243,11 @@ class Stack:
             "webhdfs": f"http://{HOST}:{self.port('hdfs_http')}",
             "s3": f"http://{HOST}:{self.port('s3')}",
             "trino": f"http://{HOST}:{self.port('trino')}",
+            "proxy": f"thrift://{HOST}:{self.port('proxy')}",
+            "proxy_onprem": f"thrift://{HOST}:{self.port('proxy_onprem')}",
+            "proxy_passthrough": f"thrift://{HOST}:{self.port('proxy_passthrough')}",
+            "admin": f"http://{HOST}:{self.port('proxy_admin')}",
+            "config": str(self.conf / "metaproxy.toml"),
             "s3_access_key": S3_ACCESS_KEY,
             "s3_secret_key": S3_SECRET_KEY,
             "s3_region": S3_REGION,
@@ -263,9 +268,11 @@ class Stack:
             return False
         self.ports = dict(ep.get("ports", {}))
         self.pids = {k: int(v) for k, v in ep.get("pids", {}).items()}
-        if not self.pids or not all(pid_alive(p) for p in self.pids.values()):
+        if any(c.name not in self.pids for c in COMPONENTS):
+            return False  # started by an older version of this launcher, or partially
+        if not all(pid_alive(p) for p in self.pids.values()):
             return False
-        return all(c.ready(self) for c in COMPONENTS if c.name in self.pids)
+        return all(c.ready(self) for c in COMPONENTS)
 
     def up(self, components: list[str] | None = None) -> dict[str, Any]:
         """Start the stack, or reuse the running one. Returns the endpoints."""
@@ -639,9 +646,13 @@ def _prepare_trino(st: Stack) -> tuple[list[str], dict[str, str]]:
     (etc / "log.properties").write_text("io.trino=INFO\n")
     hms = f"thrift://{HOST}:{st.port('hms')}"
     (etc / "catalog" / "direct.properties").write_text(trino_catalog(hms, st))
-    # until metaproxy's proxy is part of the stack, `onprem` talks to the HMS itself
-    onprem_uri = f"thrift://{HOST}:{st.ports['proxy']}" if "proxy" in st.ports else hms
-    (etc / "catalog" / "onprem.properties").write_text(trino_catalog(onprem_uri, st))
+    # through metaproxy: `onprem` with the cloud profile, `passthrough` rewriting nothing
+    (etc / "catalog" / "onprem.properties").write_text(
+        trino_catalog(f"thrift://{HOST}:{st.port('proxy')}", st)
+    )
+    (etc / "catalog" / "passthrough.properties").write_text(
+        trino_catalog(f"thrift://{HOST}:{st.port('proxy_passthrough')}", st)
+    )
     jh = java_home(24)
     argv = [
         str(home / "bin" / "launcher"),
@@ -665,10 +676,99 @@ def _trino_ready(st: Stack) -> bool:
         return False
 
 
+# --------------------------------------------------------------------------------------------
+# metaproxy's own services
+
+
+def stack_config(st: Stack) -> Path:
+    """The metaproxy config of the local stack (written at start; tests and the demo read it)."""
+    hdfs = f"hdfs://{HOST}:{st.port('hdfs_rpc')}"
+    text = f"""# written by `metaproxy stack up` for the local stack
+log_level = "INFO"
+
+[state]
+path = "{st.data / "metaproxy" / "state.db"}"
+
+[metastore]
+uris = ["thrift://{HOST}:{st.port("hms")}"]
+allow_writes = true
+writable_databases = ["scratch.*", "lake.*"]
+
+[proxy]
+admin_port = {st.port("proxy_admin")}
+mount_refresh = "1s"
+audit_log = "{st.logs / "proxy-audit.log"}"
+
+[[proxy.listener]]
+port = {st.port("proxy")}
+profile = "cloud"
+
+[[proxy.listener]]
+port = {st.port("proxy_onprem")}
+profile = "onprem"
+
+[[proxy.listener]]
+port = {st.port("proxy_passthrough")}
+profile = "passthrough"
+
+[gateway]
+port = {st.port("gateway")}
+endpoint = "http://{HOST}:{st.port("gateway")}"
+bucket = "metaproxy"
+access_key = "{GATEWAY_ACCESS_KEY}"
+secret_key = "{GATEWAY_SECRET_KEY}"
+
+[gateway.disk]
+path = "{st.data / "metaproxy" / "cache"}"
+capacity = "4GiB"
+
+[hdfs]
+namenode = "{hdfs}"
+webhdfs = "http://{HOST}:{st.port("hdfs_http")}"
+
+[s3]
+endpoint = "http://{HOST}:{st.port("s3")}"
+region = "{S3_REGION}"
+access_key = "{S3_ACCESS_KEY}"
+secret_key = "{S3_SECRET_KEY}"
+
+[migrate]
+target = "s3://metaproxy-migrated/"
+
+[[mount]]
+path = "/tpcds"
+ufs = "{hdfs}/warehouse/tpcds"
+
+[[mount]]
+path = "/lake"
+ufs = ["{hdfs}/warehouse/lake", "s3://metaproxy-lake/lake"]
+read_priority = ["s3", "hdfs"]
+create_target = "s3"
+"""
+    path = st.conf / "metaproxy.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _prepare_proxy(st: Stack) -> tuple[list[str], dict[str, str]]:
+    cfg = stack_config(st)
+    return [sys.executable, "-m", "metaproxy", "--config", str(cfg), "serve"], {}
+
+
+def _proxy_ready(st: Stack) -> bool:
+    try:
+        r = requests.get(f"http://{HOST}:{st.port('proxy_admin')}/health", timeout=5)
+        return r.status_code == 200 and r.json().get("ok") is True
+    except (requests.RequestException, ValueError):
+        return False
+
+
 COMPONENTS: list[Component] = [
     Component("namenode", _prepare_namenode, _namenode_ready, timeout_s=120),
     Component("s3", _prepare_s3, _s3_ready, timeout_s=60),
     Component("trino", _prepare_trino, _trino_ready, timeout_s=300),
     Component("datanode", _prepare_datanode, _datanode_ready, timeout_s=120, after=("namenode",)),
     Component("hms", _prepare_hms, _hms_ready, timeout_s=180, after=("datanode", "s3")),
+    Component("proxy", _prepare_proxy, _proxy_ready, timeout_s=60, after=("hms",)),
 ]
