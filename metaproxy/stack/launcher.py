@@ -551,6 +551,9 @@ def _prepare_hms(st: Stack) -> tuple[list[str], dict[str, str]]:
                 "metastore.event.db.notification.api.auth": "false",
                 "metastore.metrics.enabled": "false",
                 "metastore.server.min.threads": "8",
+                # no translation layer: clients get the locations that were stored, as from
+                # a classic on-prem HMS (Hive 4 otherwise rewrites database locations)
+                "metastore.metadata.transformer.class": " ",
             }
         )
     )
