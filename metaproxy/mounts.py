@@ -188,6 +188,20 @@ class MountTable:
             reverse=True,
         )
         self._by_name: list[Mount] = sorted(self.mounts, key=lambda m: len(m.name), reverse=True)
+        # fast path: locations spelled exactly like a configured prefix need no normalisation.
+        # It is exact only if every prefix on one file system is spelled the same way up to its
+        # path (else a longer prefix could match in another spelling), so it is off otherwise.
+        self._raw: list[tuple[str, Mount]] = sorted(
+            ((u, m) for m in self.mounts for u in m.ufs), key=lambda um: len(um[0]), reverse=True
+        )
+        spellings: dict[tuple[str, str], set[str]] = {}
+        for u, _ in self._raw:
+            key = _prefix_key(u)
+            spellings.setdefault(key[:2], set()).add(
+                u.split("://", 1)[0] + "://" + u.split("://", 1)[1].split("/", 1)[0]
+            )
+        if any(len(v) > 1 for v in spellings.values()):
+            self._raw = []
 
     def __len__(self) -> int:
         return len(self.mounts)
@@ -205,6 +219,14 @@ class MountTable:
         Scheme and authority are compared normalised, the path segment by segment with escapes
         normalised; the returned ``rest`` keeps the caller's own bytes for every segment.
         """
+        for prefix, mount in self._raw:
+            if location.startswith(prefix):
+                n = len(prefix)
+                if len(location) == n or location[n] == "/":
+                    rest = location[n:].strip("/")
+                    if "//" not in rest and "?" not in rest:
+                        return UfsMatch(mount, prefix, rest)
+                break  # same spelling but not at a segment boundary: let the full match decide
         m = _URI_RE.match(location.strip())
         if m is None:
             return None

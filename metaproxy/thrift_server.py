@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import select
 import socket
 import socketserver
 import threading
@@ -36,7 +35,7 @@ from metaproxy.hms import parse_thrift_uri
 from metaproxy.mounts import MountTable, load_mount_table
 from metaproxy.rewrite import RewriteError, Rewriter
 from metaproxy.wire import binary, schema
-from metaproxy.wire.binary import CALL, ONEWAY, Incomplete, Malformed, MessageHeader, Scanned
+from metaproxy.wire.binary import CALL, ONEWAY, Malformed, MessageHeader, Scanned
 
 log = logging.getLogger("metaproxy.proxy")
 audit = logging.getLogger("metaproxy.audit")
@@ -72,15 +71,16 @@ def read_message(
 ) -> Scanned:
     """Read one whole message into ``buf`` (which may already hold its start) and scan it.
 
-    A scan is attempted only when the socket has nothing more to read right now, so a large
-    reply arriving in many segments is walked a handful of times, not once per segment.
+    Binary Thrift has no length prefix, so "complete" means "walks to its end"; the
+    incremental scanner keeps its place between reads, so a large reply arriving in many
+    segments is walked once in total.
     """
+    scanner = binary.IncrementalScanner(schema_for, limit)
     while True:
-        if buf and not select.select([sock], [], [], 0)[0]:
-            try:
-                return binary.scan(buf, schema_for, limit)
-            except Incomplete:
-                pass
+        if buf:
+            scanned = scanner.feed(buf)
+            if scanned is not None:
+                return scanned
         if len(buf) > limit:
             raise Malformed(f"message larger than the {limit}-byte limit")
         chunk = sock.recv(RECV_SIZE)

@@ -23,7 +23,7 @@ mount is refused, never forwarded.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from metaproxy.mounts import _URI_RE, MountTable, _normalize_escapes, scheme_of, split_uri
 
@@ -87,6 +87,8 @@ class Rewriter:
     flips: PrefixMap
     unflips: PrefixMap
     write_back: bool = False
+    #: member UFS prefix → its scheme (computed once: this is on the hot path)
+    schemes: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -105,6 +107,7 @@ class Rewriter:
             flips=PrefixMap(flips),
             unflips=PrefixMap({v: k for k, v in flips.items()}),
             write_back=write_back,
+            schemes={u: scheme_of(u) for m in mounts for u in m.ufs},
         )
 
     # -- outbound -------------------------------------------------------------------------
@@ -121,7 +124,7 @@ class Rewriter:
         m = self.mounts.match_ufs(location)
         if m is None:
             return None
-        member_scheme = scheme_of(m.ufs_prefix)
+        member_scheme = self.schemes.get(m.ufs_prefix) or scheme_of(m.ufs_prefix)
         if kind == DB_KIND and m.mount.is_union and m.mount.create_target != member_scheme:
             # new tables of this database are created on the create target
             target = m.mount.create_ufs

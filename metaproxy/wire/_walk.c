@@ -233,8 +233,37 @@ static PyObject *py_walk(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* walk_value(buf, start, ttype, child, limit) -> (end, spans): one value of type ttype */
+static PyObject *py_walk_value(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t start, limit;
+    int ttype;
+    PyObject *child;
+    if (!PyArg_ParseTuple(args, "y*niOn", &view, &start, &ttype, &child, &limit)) return NULL;
+    walker w = {(const unsigned char *)view.buf, view.len, limit, PyList_New(0), NULL, 0};
+    if (!w.spans) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    Py_ssize_t end = INCOMPLETE;
+    if (!valid_type(ttype)) {
+        end = fail(&w, "bad type", start);
+    } else if (start <= view.len) {
+        end = walk_value(&w, start, ttype, child, 1);
+    }
+    PyBuffer_Release(&view);
+    if (end == MALFORMED) {
+        Py_DECREF(w.spans);
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "%s at byte %zd", w.error ? w.error : "malformed", w.error_pos);
+        return NULL;
+    }
+    return Py_BuildValue("(nN)", end, w.spans);
+}
+
 static PyMethodDef methods[] = {
     {"walk", py_walk, METH_VARARGS, "walk(buf, start, schema, limit) -> (end or -1, spans)"},
+    {"walk_value", py_walk_value, METH_VARARGS, "walk_value(buf, start, ttype, child, limit) -> (end or -1, spans)"},
     {NULL, NULL, 0, NULL},
 };
 

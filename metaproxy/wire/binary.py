@@ -19,7 +19,7 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
 # TType codes
 STOP, VOID, BOOL, BYTE, DOUBLE, I16, I32, I64, STRING, STRUCT, MAP, SET, LIST, UUID = (
@@ -337,16 +337,134 @@ def walk_c(
     return end, spans
 
 
+def value_python(
+    buf: bytes | bytearray | memoryview, start: int, ttype: int, child: Child | None, limit: int
+) -> tuple[int, list[Span]]:
+    """Walk one value of type ``ttype``: ``(end, spans)``; raises Incomplete / Malformed."""
+    if ttype not in VALID_TYPES:
+        raise Malformed(f"bad type {ttype} at byte {start}")
+    walker = Walker(buf, limit)
+    end = walker.value(start, ttype, child, 1)
+    return end, walker.spans
+
+
+def value_c(
+    buf: bytes | bytearray | memoryview, start: int, ttype: int, child: Child | None, limit: int
+) -> tuple[int, list[Span]]:
+    try:
+        end, spans = _walk.walk_value(buf, start, ttype, child, limit)
+    except ValueError as e:
+        raise Malformed(str(e)) from None
+    if end < 0:
+        raise Incomplete
+    return end, spans
+
+
 try:
     if os.environ.get("METAPROXY_PURE_PYTHON"):
         raise ImportError("pure Python requested")
     from metaproxy.wire import _walk  # type: ignore[attr-defined]
 
     walk = walk_c
+    walk_value = value_c
     ACCELERATED = True
 except ImportError:
     walk = walk_python
+    walk_value = value_python
     ACCELERATED = False
+
+
+class IncrementalScanner:
+    """Scans one message as its bytes arrive, never walking the same bytes twice (much).
+
+    A reply like ``get_partitions_by_names`` is one list of thousands of partitions and can
+    arrive in hundreds of TCP segments. Walking it from the start after each segment would be
+    quadratic; this scanner keeps its place at the granularity of struct fields and list
+    elements (down to ``RESUME_DEPTH`` levels) and walks whole only what lies below that.
+    """
+
+    RESUME_DEPTH = 4
+
+    def __init__(self, schema_for: Callable[[MessageHeader], StructSchema | None], limit: int) -> None:
+        self.schema_for = schema_for
+        self.limit = limit
+        self.header: MessageHeader | None = None
+        self.spans: list[Span] = []
+        # frames: ["struct", pos, schema] or ["list", pos, remaining, etype, child]
+        self.frames: list[list[Any]] = []
+        self.pos = 0
+
+    def feed(self, buf: bytes | bytearray | memoryview) -> Scanned | None:
+        """The complete message if ``buf`` now holds it, else None (call again with more)."""
+        if self.header is None:
+            try:
+                self.header = parse_header(buf)
+            except Incomplete:
+                return None
+            h = self.header
+            schema = self.schema_for(h) if h.mtype in (CALL, ONEWAY, REPLY) else None
+            self.frames = [["struct", schema]]
+            self.pos = h.body_start
+        end = len(buf)
+        frames, limit = self.frames, self.limit
+        while frames:
+            frame = frames[-1]
+            pos = self.pos
+            if frame[0] == "list":
+                if frame[1] == 0:
+                    frames.pop()
+                    continue
+                try:
+                    new, spans = walk_value(buf, pos, frame[2], frame[3], limit)
+                except Incomplete:
+                    return None
+                self.spans.extend(spans)
+                self.pos = new
+                frame[1] -= 1
+                continue
+            # a struct: the next field header, or STOP
+            if pos >= end:
+                return None
+            ft = buf[pos]
+            if ft == STOP:
+                self.pos = pos + 1
+                frames.pop()
+                continue
+            if ft not in VALID_TYPES:
+                raise Malformed(f"bad field type {ft} at byte {pos}")
+            if pos + 3 > end:
+                return None
+            (fid,) = _I16.unpack_from(buf, pos + 1)
+            schema = frame[1]
+            entry = schema.get(fid) if schema else None
+            child = entry[1] if entry is not None and entry[0] == ft else None
+            deep = len(frames) >= self.RESUME_DEPTH
+            if not deep and ft == STRUCT and isinstance(child, StructSchema):
+                frames.append(["struct", child])
+                self.pos = pos + 3
+                continue
+            if (
+                not deep
+                and ft in (LIST, SET)
+                and (child is None or (isinstance(child, tuple) and child[0] == "list"))
+            ):
+                if pos + 8 > end:
+                    return None
+                et = buf[pos + 3]
+                (n,) = _I32.unpack_from(buf, pos + 4)
+                if et not in VALID_TYPES or n < 0 or n > limit:
+                    raise Malformed(f"bad list header (type {et}, size {n}) at byte {pos + 3}")
+                frames.append(["list", n, et, child[1] if child is not None else None])
+                self.pos = pos + 8
+                continue
+            try:
+                new, spans = walk_value(buf, pos + 3, ft, child, limit)
+            except Incomplete:
+                return None
+            self.spans.extend(spans)
+            self.pos = new
+        assert self.header is not None
+        return Scanned(self.header, self.pos, self.spans)
 
 
 def scan(

@@ -300,3 +300,31 @@ def test_method_classification() -> None:
         assert schema.is_write(name), name
     assert schema.method("get_table_req").reply is not None  # type: ignore[union-attr]
     assert schema.method("get_all_databases").reply is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("method", "data", "count"), samples(), ids=[s[0] for s in samples()])
+def test_incremental_scan_equals_whole_scan(method: str, data: bytes, count: int) -> None:
+    whole = binary.scan(data, schema_for, LIMIT)
+    rng = random.Random(len(data))
+    for chunking in ("bytewise", "random"):
+        scanner = binary.IncrementalScanner(schema_for, LIMIT)
+        buf = bytearray()
+        result = None
+        i = 0
+        while result is None:
+            assert i < len(data), "the scanner did not finish on the complete message"
+            step = 1 if chunking == "bytewise" else rng.randint(1, 300)
+            buf += data[i : i + step]
+            i += step
+            result = scanner.feed(buf)
+        assert result == whole
+        assert result.end == len(data)
+
+
+def test_incremental_scan_rejects_what_the_walker_rejects() -> None:
+    data = samples()[1][1]
+    h = binary.parse_header(data)
+    bad = bytearray(data)
+    bad[h.body_start] = 99  # not a Thrift type
+    with pytest.raises(binary.Malformed):
+        binary.IncrementalScanner(schema_for, LIMIT).feed(bad)
