@@ -63,6 +63,14 @@ class UpstreamUnavailable(Exception):  # noqa: N818 - a state
     """No upstream HMS could be reached or it failed mid-call."""
 
 
+class UpstreamBroken(UpstreamUnavailable):
+    """The upstream failed after part of its reply was already forwarded."""
+
+
+class ClientGone(Exception):  # noqa: N818 - a state
+    """The client went away while its reply was being sent."""
+
+
 def read_message(
     sock: socket.socket,
     buf: bytearray,
@@ -129,6 +137,65 @@ class Upstream:
             UPSTREAM_UP.labels(self.uri).set(0)
         self.sock, self.uri = None, None
         self.buf.clear()
+
+    def relay(
+        self,
+        request: bytes | bytearray | memoryview,
+        client: socket.socket,
+        transform: Callable[[str, str], str | None],
+        limit: int,
+        flush_bytes: int = 256 * 1024,
+    ) -> MessageHeader:
+        """Send a request and stream the reply to ``client`` as it arrives, rewritten.
+
+        Bytes are forwarded as soon as the scanner has walked past them (so every location
+        string among them is known and complete): the client decodes while the HMS is still
+        sending, as it would talking to the HMS directly. If the reply turns out malformed
+        half-way, the client has part of it and its connection must be closed
+        (:class:`UpstreamBroken`).
+        """
+        sock = self.connect()
+        buf = self.buf
+        buf.clear()
+        scanner = binary.IncrementalScanner(_reply_schema, limit)
+        sent = 0
+        next_span = 0
+        try:
+            sock.sendall(request)
+            while True:
+                chunk = sock.recv(RECV_SIZE)
+                if not chunk:
+                    raise ConnectionClosed
+                buf += chunk
+                if len(buf) > limit:
+                    raise Malformed(f"reply larger than the {limit}-byte limit")
+                done = scanner.feed(buf)
+                safe = done.end if done is not None else (scanner.pos if scanner.header else 0)
+                if done is None and safe - sent < flush_bytes:
+                    continue
+                spans = scanner.spans
+                upto = next_span
+                while upto < len(spans) and spans[upto][0] < safe:
+                    upto += 1
+                piece = binary.splice_range(buf, sent, safe, spans[next_span:upto], transform)
+                next_span = upto
+                try:
+                    client.sendall(piece)
+                except OSError as e:
+                    raise ClientGone(str(e)) from e
+                sent = safe
+                if done is not None:
+                    del buf[: done.end]
+                    return done.header
+        except ClientGone:
+            self.reset()
+            raise
+        except (OSError, ConnectionClosed, Malformed) as e:
+            uri = self.uri
+            self.reset()
+            if sent:
+                raise UpstreamBroken(f"upstream {uri} failed in the middle of a reply: {e}") from e
+            raise UpstreamUnavailable(f"upstream {uri} failed during the call: {e}") from e
 
     def call(
         self, request: bytes | bytearray | memoryview, oneway: bool, limit: int
@@ -314,13 +381,6 @@ class Session:
                 raise _Refused(f"metaproxy: {e}") from None
             rewritten_in = counter[0]
             request = out if out is not None else memoryview(buf)[: req.end]
-            try:
-                reply, ubuf = self.upstream.call(request, h.mtype == ONEWAY, self.limit)
-            finally:
-                if isinstance(request, memoryview):
-                    request.release()
-            if h.mtype == ONEWAY:
-                return
             counter[0] = 0
 
             def outbound(loc: str, kind: str) -> str | None:
@@ -329,16 +389,21 @@ class Session:
                     counter[0] += 1
                 return new
 
-            answer = binary.splice(ubuf, reply.end, reply.spans, outbound) if reply.spans else None
+            try:
+                if h.mtype == ONEWAY:
+                    self.upstream.call(request, True, self.limit)
+                    return
+                reply_header = self.upstream.relay(request, self.sock, outbound, self.limit)
+            finally:
+                if isinstance(request, memoryview):
+                    request.release()
             rewritten_out = counter[0]
-            if answer is not None:
-                self.sock.sendall(answer)
-            else:
-                with memoryview(ubuf) as mv:
-                    self.sock.sendall(mv[: reply.end])
-            del ubuf[: reply.end]
-            if reply.header.mtype == binary.EXCEPTION:
+            if reply_header.mtype == binary.EXCEPTION:
                 outcome = "upstream_exception"
+        except (UpstreamBroken, ClientGone) as e:
+            outcome, detail = "aborted", str(e)
+            log.warning("client %s: %s", self.peer, e)
+            raise OSError(str(e)) from e
         except _Refused as e:
             outcome, detail = "refused", str(e)
             self.sock.sendall(self._error_reply(h, str(e)))

@@ -512,6 +512,31 @@ def splice(
     return b"".join(pieces)
 
 
+def splice_range(
+    buf: bytes | bytearray | memoryview,
+    start: int,
+    end: int,
+    spans: list[Span],
+    transform: Callable[[str, str], str | None],
+) -> bytes:
+    """``buf[start:end]`` with the location strings among ``spans`` (all inside the range)
+    passed through ``transform``."""
+    pieces: list[bytes | bytearray | memoryview] = []
+    prev = start
+    for pos, n, kind in spans:
+        old = bytes(buf[pos + 4 : pos + 4 + n]).decode("utf-8", "surrogateescape")
+        new = transform(old, kind)
+        if new is None or new == old:
+            continue
+        nb = new.encode("utf-8", "surrogateescape")
+        pieces.append(buf[prev:pos])
+        pieces.append(_I32.pack(len(nb)))
+        pieces.append(nb)
+        prev = pos + 4 + n
+    pieces.append(buf[prev:end])
+    return b"".join(pieces)
+
+
 # --------------------------------------------------------------------------------------------
 # encoding the few replies the proxy makes itself
 
