@@ -140,7 +140,12 @@ def main() -> None:
             measure(clients, call, 1, 1)
             s = measure(clients, call, rounds, per_round)
             row = {
-                side: {"p50_ms": pct(v, 0.5), "p99_ms": pct(v, 0.99), "n": len(v), "mean_ms": statistics.mean(v) * 1000}
+                side: {
+                    "p50_ms": pct(v, 0.5),
+                    "p99_ms": pct(v, 0.99),
+                    "n": len(v),
+                    "mean_ms": statistics.mean(v) * 1000,
+                }
                 for side, v in s.items()
             }
             row["added_p50_ms"] = row["proxy"]["p50_ms"] - row["direct"]["p50_ms"]
@@ -148,7 +153,9 @@ def main() -> None:
             results["calls"][label] = row
     OUT.mkdir(exist_ok=True)
     (OUT / "proxy.json").write_text(json.dumps(results, indent=2))
-    print(f"\n{'call':42s} {'direct p50/p99 ms':>20s} {'proxy p50/p99 ms':>20s} {'added p50':>10s} {'ratio':>6s}")
+    print(
+        f"\n{'call':42s} {'direct p50/p99 ms':>20s} {'proxy p50/p99 ms':>20s} {'added p50':>10s} {'ratio':>6s}"
+    )
     for label, row in results["calls"].items():
         d, p = row["direct"], row["proxy"]
         print(
