@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 
 .PHONY: setup demo test unit lint stop bench bench-quick clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml setup.py metaproxy/wire/_walk.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 	$(BIN)/pip install -q -e '.[test]'

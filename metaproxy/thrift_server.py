@@ -196,6 +196,7 @@ class Upstream:
                 while upto < len(spans) and spans[upto][0] < safe:
                     upto += 1
                 piece = binary.splice_range(buf, sent, safe, spans[next_span:upto], transform)
+                assert piece is not None
                 next_span = upto
                 try:
                     client.sendall(piece)

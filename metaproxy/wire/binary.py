@@ -494,22 +494,7 @@ def splice(
 
     Returns None when nothing changed (the caller forwards the original bytes).
     """
-    pieces: list[bytes | bytearray | memoryview] = []
-    prev = 0
-    for pos, n, kind in spans:
-        old = bytes(buf[pos + 4 : pos + 4 + n]).decode("utf-8", "surrogateescape")
-        new = transform(old, kind)
-        if new is None or new == old:
-            continue
-        nb = new.encode("utf-8", "surrogateescape")
-        pieces.append(buf[prev:pos])
-        pieces.append(_I32.pack(len(nb)))
-        pieces.append(nb)
-        prev = pos + 4 + n
-    if not pieces:
-        return None
-    pieces.append(buf[prev:end])
-    return b"".join(pieces)
+    return splice_range(buf, 0, end, spans, transform, none_if_unchanged=True)
 
 
 def splice_range(
@@ -518,9 +503,11 @@ def splice_range(
     end: int,
     spans: list[Span],
     transform: Callable[[str, str], str | None],
-) -> bytes:
+    *,
+    none_if_unchanged: bool = False,
+) -> bytes | None:
     """``buf[start:end]`` with the location strings among ``spans`` (all inside the range)
-    passed through ``transform``."""
+    passed through ``transform``; None instead of a copy if asked and nothing changed."""
     pieces: list[bytes | bytearray | memoryview] = []
     prev = start
     for pos, n, kind in spans:
@@ -533,6 +520,8 @@ def splice_range(
         pieces.append(_I32.pack(len(nb)))
         pieces.append(nb)
         prev = pos + 4 + n
+    if not pieces and none_if_unchanged:
+        return None
     pieces.append(buf[prev:end])
     return b"".join(pieces)
 

@@ -366,3 +366,70 @@ def test_malformed_frames_never_stop_the_proxy(proxy: MetastoreProxy) -> None:
     assert answered + closed == 2000
     with connect(uri(proxy, "cloud")) as c:
         assert "default" in c.get_all_databases()
+
+
+def test_slow_upstream_times_out_with_a_clear_error(stack: dict[str, Any], tmp_path: Any) -> None:
+    import threading
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept_and_say_nothing() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(silent.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept_and_say_nothing, daemon=True)
+    t.start()
+    cfg = proxy_config(
+        stack, str(tmp_path), uris=[f"thrift://127.0.0.1:{silent.getsockname()[1]}"], call_timeout="1s"
+    )
+    p = MetastoreProxy(cfg)
+    p.start()
+    try:
+        with connect(uri(p, "cloud")) as c:
+            with pytest.raises(tt.MetaException, match="failed during the call"):  # noqa: SIM117
+                c.get_database("default")
+            # the client's connection survives the timeout and gets the next answer too
+            with pytest.raises(tt.MetaException, match="failed during the call"):
+                c.get_database("default")
+    finally:
+        p.stop()
+        stop.set()
+        t.join()
+        for s in held:
+            s.close()
+        silent.close()
+
+
+def test_oversized_messages_are_refused(stack: dict[str, Any], tmp_path: Any) -> None:
+    cfg = parse_config(
+        {
+            "metastore": {"uris": [stack["hms"]]},
+            "state": {"path": f"{tmp_path}/state.db"},
+            "proxy": {"max_message_size": "64KiB", "listener": [{"port": 0, "profile": "cloud"}]},
+        },
+        "test.toml",
+    )
+    p = MetastoreProxy(cfg)
+    p.start()
+    try:
+        host, port = uri(p, "cloud").split("//")[1].split(":")
+        big = binary.encode_header("get_table_req", binary.CALL, 1) + binary.encode_string_field(
+            1, "x" * 200_000
+        )
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(big[:70_000])
+            reply = s.recv(65536)
+        assert binary.parse_header(reply).mtype == binary.EXCEPTION
+        assert b"limit" in reply
+        with connect(uri(p, "cloud")) as c:
+            assert "default" in c.get_all_databases()
+    finally:
+        p.stop()
