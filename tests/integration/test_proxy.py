@@ -421,14 +421,22 @@ def test_oversized_messages_are_refused(stack: dict[str, Any], tmp_path: Any) ->
     p.start()
     try:
         host, port = uri(p, "cloud").split("//")[1].split(":")
+        # one huge string: refused as soon as its length is read
         big = binary.encode_header("get_table_req", binary.CALL, 1) + binary.encode_string_field(
             1, "x" * 200_000
         )
-        with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(big[:70_000])
-            reply = s.recv(65536)
-        assert binary.parse_header(reply).mtype == binary.EXCEPTION
-        assert b"limit" in reply
+        # many small strings adding up past the limit: refused once the buffer passes it
+        t = TTransport.TMemoryBuffer()
+        TBinaryProtocol.TBinaryProtocol(t).writeMessageBegin("get_partitions_by_names", binary.CALL, 2)
+        M.get_partitions_by_names_args(
+            db_name="d", tbl_name="t", names=[f"p={i}" for i in range(20_000)]
+        ).write(TBinaryProtocol.TBinaryProtocol(t))
+        for frame, why in ((big, b"bad string length"), (t.getvalue(), b"limit")):
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                s.sendall(frame[:100_000])
+                reply = s.recv(65536)
+            assert binary.parse_header(reply).mtype == binary.EXCEPTION
+            assert b"malformed request" in reply and why in reply
         with connect(uri(p, "cloud")) as c:
             assert "default" in c.get_all_databases()
     finally:
