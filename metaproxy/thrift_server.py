@@ -106,6 +106,26 @@ def read_message(
         buf += chunk
 
 
+def _request_schema(h: MessageHeader) -> binary.StructSchema | None:
+    info = schema.method(h.name)
+    return info.request if info else None
+
+
+def _reply_schema(h: MessageHeader) -> binary.StructSchema | None:
+    info = schema.method(h.name)
+    return info.reply if info else None
+
+
+def _request_schema_db(h: MessageHeader) -> binary.StructSchema | None:
+    info = schema.method(h.name, db_names=True)
+    return info.request if info else None
+
+
+def _reply_schema_db(h: MessageHeader) -> binary.StructSchema | None:
+    info = schema.method(h.name, db_names=True)
+    return info.reply if info else None
+
+
 class Upstream:
     """One connection to the first reachable HMS of the configured list."""
 
@@ -151,6 +171,7 @@ class Upstream:
         client: socket.socket,
         transform: Callable[[str, str], str | None],
         limit: int,
+        reply_schema: Callable[[MessageHeader], binary.StructSchema | None] = _reply_schema,
         flush_bytes: int = 256 * 1024,
     ) -> MessageHeader:
         """Send a request and stream the reply to ``client`` as it arrives, rewritten.
@@ -164,11 +185,11 @@ class Upstream:
         sock = self.connect()
         buf = self.buf
         buf.clear()
-        scanner = binary.IncrementalScanner(_reply_schema, limit)
+        scanner = binary.IncrementalScanner(reply_schema, limit)
 
         def _whole(data: bytearray) -> Scanned | None:
             try:
-                return binary.scan(data, _reply_schema, limit)
+                return binary.scan(data, reply_schema, limit)
             except Incomplete:
                 return None
 
@@ -233,16 +254,6 @@ class Upstream:
             raise UpstreamUnavailable(f"upstream {uri} failed during the call: {e}") from e
 
 
-def _request_schema(h: MessageHeader) -> binary.StructSchema | None:
-    info = schema.method(h.name)
-    return info.request if info else None
-
-
-def _reply_schema(h: MessageHeader) -> binary.StructSchema | None:
-    info = schema.method(h.name)
-    return info.reply if info else None
-
-
 @dataclass
 class ProxyState:
     """What every connection shares: config, and the current rewriter per profile."""
@@ -255,7 +266,11 @@ class ProxyState:
     writable: list[re.Pattern[str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.writable = [re.compile(p) for p in self.config.metastore.writable_databases]
+        ms = self.config.metastore
+        self.writable = [re.compile(p) for p in ms.writable_databases]
+        maps_dbs = bool(ms.database_prefix or ms.database_map)
+        self.request_schema = _request_schema_db if maps_dbs else _request_schema
+        self.reply_schema = _reply_schema_db if maps_dbs else _reply_schema
         self.refresh()
 
     def refresh(self) -> None:
@@ -279,9 +294,16 @@ class ProxyState:
             return
         self._key = key
         self.mounts = mounts
+        ms = self.config.metastore
         self.rewriters = {
             p: Rewriter.build(
-                p, mounts, self.config.gateway.bucket, flips, write_back=self.config.migrate.write_back_to_hms
+                p,
+                mounts,
+                self.config.gateway.bucket,
+                flips,
+                write_back=self.config.migrate.write_back_to_hms,
+                db_map=ms.database_map,
+                db_prefix=ms.database_prefix,
             )
             for p in ("cloud", "onprem", "passthrough")
         }
@@ -328,7 +350,7 @@ class Session:
         try:
             while True:
                 try:
-                    req = read_message(self.sock, buf, _request_schema, self.limit)
+                    req = read_message(self.sock, buf, self.state.request_schema, self.limit)
                 except ConnectionClosed:
                     return
                 except Malformed as e:
@@ -389,7 +411,7 @@ class Session:
             counter = [0]
 
             def inbound(loc: str, kind: str) -> str | None:
-                new = rewriter.inbound(loc, creating=creating)
+                new = rewriter.inbound(loc, creating=creating, kind=kind)
                 if new is not None and new != loc:
                     counter[0] += 1
                 return new
@@ -412,7 +434,9 @@ class Session:
                 if h.mtype == ONEWAY:
                     self.upstream.call(request, True, self.limit)
                     return
-                reply_header = self.upstream.relay(request, self.sock, outbound, self.limit)
+                reply_header = self.upstream.relay(
+                    request, self.sock, outbound, self.limit, reply_schema=self.state.reply_schema
+                )
             finally:
                 if isinstance(request, memoryview):
                     request.release()

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from metaproxy.mounts import _URI_RE, MountTable, _normalize_escapes, scheme_of, split_uri
 
 DB_KIND = "db"
+DB_NAME_KIND = "dbname"
 
 
 class RewriteError(ValueError):
@@ -89,6 +90,10 @@ class Rewriter:
     write_back: bool = False
     #: member UFS prefix → its scheme (computed once: this is on the hot path)
     schemes: Mapping[str, str] = field(default_factory=dict)
+    #: database names: an explicit map (client name → upstream name) and/or a prefix clients see
+    db_map: Mapping[str, str] = field(default_factory=dict)
+    db_prefix: str = ""
+    db_unmap: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -98,8 +103,11 @@ class Rewriter:
         gateway_bucket: str,
         flips: Mapping[str, str] | None = None,
         write_back: bool = False,
+        db_map: Mapping[str, str] | None = None,
+        db_prefix: str = "",
     ) -> Rewriter:
         flips = flips or {}
+        db_map = {k.lower(): v.lower() for k, v in (db_map or {}).items()}
         return cls(
             profile=profile,
             mounts=mounts,
@@ -108,12 +116,45 @@ class Rewriter:
             unflips=PrefixMap({v: k for k, v in flips.items()}),
             write_back=write_back,
             schemes={u: scheme_of(u) for m in mounts for u in m.ufs},
+            db_map=db_map,
+            db_prefix=db_prefix.lower(),
+            db_unmap={v: k for k, v in db_map.items()},
         )
+
+    # -- database names -------------------------------------------------------------------
+
+    @property
+    def maps_databases(self) -> bool:
+        return bool(self.db_map or self.db_prefix)
+
+    def client_database(self, upstream: str) -> str | None:
+        """The name a client sees for an upstream database (None: the same)."""
+        name = upstream.lower()
+        if name in self.db_unmap:
+            return self.db_unmap[name]
+        if self.db_prefix:
+            return self.db_prefix + name
+        return None
+
+    def upstream_database(self, client: str) -> str | None:
+        """The upstream name of a database a client names (None: the same).
+
+        A name that is neither mapped nor prefixed passes unchanged: with a prefix configured,
+        clients are shown only prefixed names, but the real names keep working.
+        """
+        name = client.lower()
+        if name in self.db_map:
+            return self.db_map[name]
+        if self.db_prefix and name.startswith(self.db_prefix) and len(name) > len(self.db_prefix):
+            return name[len(self.db_prefix) :]
+        return None
 
     # -- outbound -------------------------------------------------------------------------
 
     def outbound(self, location: str, kind: str = "loc") -> str | None:
         """What a client is told instead of ``location`` (None: unchanged)."""
+        if kind == DB_NAME_KIND:
+            return self.client_database(location)
         if self.profile == "passthrough" or not location:
             return None
         flipped = self.flips.lookup(location)
@@ -145,11 +186,13 @@ class Rewriter:
         assert m is not None
         return "/".join(s for s in m.group(3).split("/") if s)
 
-    def inbound(self, location: str, creating: bool = False) -> str | None:
+    def inbound(self, location: str, creating: bool = False, kind: str = "loc") -> str | None:
         """What the upstream HMS stores instead of ``location`` (None: unchanged).
 
         Raises :class:`RewriteError` for a gateway location outside every mount.
         """
+        if kind == DB_NAME_KIND:
+            return self.upstream_database(location)
         if not location:
             return None
         key = self.gateway_key(location)

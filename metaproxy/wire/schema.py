@@ -30,6 +30,26 @@ from metaproxy.wire.binary import DB_LOC, LIST, LOC, MAP, ROOT_LOC, SET, STRING,
 
 LOCATION_FIELDS = {"location": LOC, "locationUri": DB_LOC, "managedLocationUri": DB_LOC, "rootPath": ROOT_LOC}
 LOCATION_MAP_FIELDS = frozenset({"skewedColValueLocationMaps"})
+#: database-name fields (rewritten only when a database-name mapping is configured)
+DB_NAME = "dbname"
+DB_NAME_FIELDS = frozenset({"dbName", "dbname", "db_name", "databaseName", "new_db_name"})
+DB_NAME_FIELDS_OF = {
+    ("Database", "name"),
+    ("get_database_args", "name"),
+    ("drop_database_args", "name"),
+    ("CreateDatabaseRequest", "databaseName"),
+}
+DB_NAME_LISTS = {("get_all_databases_result", "success"), ("get_databases_result", "success")}
+
+
+def _string_kind(owner: str, name: str, db_names: bool) -> str | None:
+    """What a string field holds, if the proxy may rewrite it."""
+    if name in LOCATION_FIELDS:
+        return LOCATION_FIELDS[name]
+    if db_names and (name in DB_NAME_FIELDS or (owner, name) in DB_NAME_FIELDS_OF):
+        return DB_NAME
+    return None
+
 
 # Methods that change the metastore. Prefixes cover the IDL's naming; the explicit names cover
 # the transaction, lock and maintenance calls. A method not in the IDL is classified by name too.
@@ -91,8 +111,8 @@ def is_write(method: str) -> bool:
     return method.startswith(WRITE_PREFIXES)
 
 
-def _location_classes() -> set[type]:
-    """Every struct class from which a location is reachable (a fixpoint over the IDL)."""
+def _location_classes(db_names: bool = False) -> set[type]:
+    """Every struct class from which a rewritable string is reachable (a fixpoint over the IDL)."""
     classes = [c for c in vars(ttypes).values() if isinstance(c, type) and getattr(c, "thrift_spec", None)]
     holders: set[type] = set()
     changed = True
@@ -101,16 +121,16 @@ def _location_classes() -> set[type]:
         for cls in classes:
             if cls in holders:
                 continue
-            if any(_field_reaches(f, holders) for f in _spec(cls) if f):
+            if any(_field_reaches(cls.__name__, f, holders, db_names) for f in _spec(cls) if f):
                 holders.add(cls)
                 changed = True
     return holders
 
 
-def _field_reaches(f: tuple[Any, ...], holders: set[type]) -> bool:
+def _field_reaches(owner: str, f: tuple[Any, ...], holders: set[type], db_names: bool) -> bool:
     _, ttype, name, args, _ = f
     if ttype == STRING:
-        return name in LOCATION_FIELDS
+        return _string_kind(owner, name, db_names) is not None
     if ttype == MAP and name in LOCATION_MAP_FIELDS:
         return True
     return _type_reaches(ttype, args, holders)
@@ -127,8 +147,9 @@ def _type_reaches(ttype: int, args: Any, holders: set[type]) -> bool:
 
 
 class _Builder:
-    def __init__(self) -> None:
-        self.holders = _location_classes()
+    def __init__(self, db_names: bool = False) -> None:
+        self.db_names = db_names
+        self.holders = _location_classes(db_names)
         self.memo: dict[type, StructSchema] = {}
 
     def struct(self, cls: type) -> StructSchema | None:
@@ -143,8 +164,8 @@ class _Builder:
                 continue
             fid, ttype, name, args, _ = f
             child: Child | None
-            if ttype == STRING and name in LOCATION_FIELDS:
-                child = LOCATION_FIELDS[name]
+            if ttype == STRING:
+                child = _string_kind(cls.__name__, name, self.db_names)
             elif ttype == MAP and name in LOCATION_MAP_FIELDS:
                 child = ("map", LOC)
             else:
@@ -178,9 +199,9 @@ class MethodInfo:
 
 
 @functools.cache
-def methods() -> dict[str, MethodInfo]:
-    """Every method of the Hive 4 IDL."""
-    b = _Builder()
+def methods(db_names: bool = False) -> dict[str, MethodInfo]:
+    """Every method of the Hive 4 IDL (schemas include database names if ``db_names``)."""
+    b = _Builder(db_names)
     out: dict[str, MethodInfo] = {}
     for attr, args_cls in vars(ThriftHiveMetastore).items():
         if not attr.endswith("_args") or not isinstance(args_cls, type):
@@ -212,14 +233,19 @@ def _schema_of(b: _Builder, cls: type) -> StructSchema | None:
             continue
         fid, ttype, name, args, _ = f
         child: Child | None
-        child = LOCATION_FIELDS[name] if ttype == STRING and name in LOCATION_FIELDS else b.child(ttype, args)
+        if ttype == STRING:
+            child = _string_kind(cls.__name__, name, b.db_names)
+        elif b.db_names and (cls.__name__, name) in DB_NAME_LISTS:
+            child = ("list", DB_NAME)
+        else:
+            child = b.child(ttype, args)
         if child is not None:
             schema[fid] = (ttype, child)
     return schema or None
 
 
-def method(name: str) -> MethodInfo | None:
-    return methods().get(name)
+def method(name: str, db_names: bool = False) -> MethodInfo | None:
+    return methods(db_names).get(name)
 
 
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f]")

@@ -441,3 +441,40 @@ def test_oversized_messages_are_refused(stack: dict[str, Any], tmp_path: Any) ->
             assert "default" in c.get_all_databases()
     finally:
         p.stop()
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    [
+        {
+            "database_prefix": "onprem_",
+            "database_map": {"sales": "tpcds"},
+            "allow_writes": True,
+            "writable_databases": ["onprem_scratch_.*"],
+        }
+    ],
+    indirect=True,
+)
+def test_database_names_are_mapped_both_ways(
+    stack: dict[str, Any], proxy: MetastoreProxy, tpcds: Any, scratch_db: str
+) -> None:
+    with connect(uri(proxy, "cloud")) as c:
+        dbs = c.get_all_databases()
+        assert "sales" in dbs and f"onprem_{scratch_db}" in dbs and "onprem_default" in dbs
+        assert "tpcds" not in dbs
+        for name in ("sales", "onprem_tpcds"):
+            t = c.get_table_req(tt.GetTableRequest(dbName=name, tblName="item")).table
+            assert t.dbName == "sales"  # the explicit map wins over the prefix
+            assert t.sd.location == "s3://metaproxy/tpcds/item"
+        assert c.get_database("onprem_default").name == "onprem_default"
+        parts = c.get_partitions_by_names(
+            "sales", "store_sales", c.get_partition_names("sales", "store_sales", 3)
+        )
+        assert {p.dbName for p in parts} == {"sales"}
+        c.create_table(rich_table(f"onprem_{scratch_db}", "t", f"s3://metaproxy/tpcds/{scratch_db}/t"))
+        with pytest.raises(tt.MetaException, match="not writable"):
+            c.create_table(rich_table("sales", "t", "s3://metaproxy/tpcds/t"))
+    with connect(stack["hms"]) as hms:
+        t = hms.get_table_req(tt.GetTableRequest(dbName=scratch_db, tblName="t")).table
+        assert t.dbName == scratch_db and "onprem_" not in repr(t)
+        assert t.sd.location == f"{stack['hdfs']}/warehouse/tpcds/{scratch_db}/t"

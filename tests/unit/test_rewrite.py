@@ -94,3 +94,15 @@ def test_prefix_map_is_segment_aware() -> None:
     assert m.lookup("hdfs://nn:8020/a/b/c") == "s3://x/y/c"
     assert m.lookup("hdfs://nn/a/bc") is None
     assert m.lookup("hdfs://other/a/b") is None
+
+
+def test_database_names_map_both_ways() -> None:
+    r = Rewriter.build("cloud", MOUNTS, "metaproxy", {}, db_map={"sales": "prod_sales"}, db_prefix="onprem_")
+    assert r.outbound("tpcds", "dbname") == "onprem_tpcds"
+    assert r.outbound("prod_sales", "dbname") == "sales"
+    assert r.inbound("onprem_tpcds", kind="dbname") == "tpcds"
+    assert r.inbound("sales", kind="dbname") == "prod_sales"
+    assert r.inbound("tpcds", kind="dbname") is None  # real names keep working
+    assert r.inbound("onprem_", kind="dbname") is None
+    plain = Rewriter.build("passthrough", MOUNTS, "metaproxy", {})
+    assert plain.outbound("tpcds", "dbname") is None and not plain.maps_databases
