@@ -173,6 +173,33 @@ def serve(ctx: click.Context) -> None:
     admin.stop()
 
 
+@cli.command("gateway")
+@click.pass_context
+def gateway_cmd(ctx: click.Context) -> None:
+    """Run the cache gateway (the S3-compatible block-cache reader over the mounts)."""
+    import logging
+    import signal
+    import threading
+
+    from metaproxy.cache.gateway import GatewayServer
+    from metaproxy.config import load_config
+
+    cfg = load_config(ctx.obj["config_path"])
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        server = GatewayServer(cfg).start()
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(
+        f"gateway listening on {cfg.gateway.host}:{server.port} (bucket {cfg.gateway.bucket})", err=True
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    server.stop()
+
+
 @cli.group()
 def sample() -> None:
     """The TPC-DS-shaped sample data set."""

@@ -247,6 +247,7 @@ class Stack:
             "proxy_onprem": f"thrift://{HOST}:{self.port('proxy_onprem')}",
             "proxy_passthrough": f"thrift://{HOST}:{self.port('proxy_passthrough')}",
             "admin": f"http://{HOST}:{self.port('proxy_admin')}",
+            "gateway": f"http://{HOST}:{self.port('gateway')}",
             "config": str(self.conf / "metaproxy.toml"),
             "s3_access_key": S3_ACCESS_KEY,
             "s3_secret_key": S3_SECRET_KEY,
@@ -649,9 +650,32 @@ def _prepare_trino(st: Stack) -> tuple[list[str], dict[str, str]]:
     (etc / "log.properties").write_text("io.trino=INFO\n")
     hms = f"thrift://{HOST}:{st.port('hms')}"
     (etc / "catalog" / "direct.properties").write_text(trino_catalog(hms, st))
-    # through metaproxy: `onprem` with the cloud profile, `passthrough` rewriting nothing
+    # through metaproxy: `onprem` with the cloud profile (its gateway bucket goes to the cache
+    # gateway through an S3 security mapping), `passthrough` rewriting nothing
+    mapping = etc / "onprem-s3-mapping.json"
+    mapping.write_text(
+        json.dumps(
+            {
+                "mappings": [
+                    {
+                        "prefix": "s3://metaproxy/",
+                        "endpoint": f"http://{HOST}:{st.port('gateway')}",
+                        "region": S3_REGION,
+                        "accessKey": GATEWAY_ACCESS_KEY,
+                        "secretKey": GATEWAY_SECRET_KEY,
+                    },
+                    {"useClusterDefault": True},
+                ]
+            },
+            indent=2,
+        )
+    )
     (etc / "catalog" / "onprem.properties").write_text(
-        trino_catalog(f"thrift://{HOST}:{st.port('proxy')}", st)
+        trino_catalog(
+            f"thrift://{HOST}:{st.port('proxy')}",
+            st,
+            {"s3.security-mapping.enabled": "true", "s3.security-mapping.config-file": str(mapping)},
+        )
     )
     (etc / "catalog" / "passthrough.properties").write_text(
         trino_catalog(f"thrift://{HOST}:{st.port('proxy_passthrough')}", st)
@@ -720,6 +744,10 @@ endpoint = "http://{HOST}:{st.port("gateway")}"
 bucket = "metaproxy"
 access_key = "{GATEWAY_ACCESS_KEY}"
 secret_key = "{GATEWAY_SECRET_KEY}"
+block_size = "1MiB"
+
+[gateway.memory]
+capacity = "512MiB"
 
 [gateway.disk]
 path = "{st.data / "metaproxy" / "cache"}"
@@ -759,6 +787,20 @@ def _prepare_proxy(st: Stack) -> tuple[list[str], dict[str, str]]:
     return [sys.executable, "-m", "metaproxy", "--config", str(cfg), "serve"], {}
 
 
+def _prepare_gateway(st: Stack) -> tuple[list[str], dict[str, str]]:
+    cfg = stack_config(st)
+    return [sys.executable, "-m", "metaproxy", "--config", str(cfg), "gateway"], {}
+
+
+def _gateway_ready(st: Stack) -> bool:
+    """The gateway answers an unsigned request with S3's 403 AccessDenied."""
+    try:
+        r = requests.get(f"http://{HOST}:{st.port('gateway')}/metaproxy/", timeout=5)
+        return r.status_code == 403 and b"AccessDenied" in r.content
+    except requests.RequestException:
+        return False
+
+
 def _proxy_ready(st: Stack) -> bool:
     try:
         r = requests.get(f"http://{HOST}:{st.port('proxy_admin')}/health", timeout=5)
@@ -774,4 +816,5 @@ COMPONENTS: list[Component] = [
     Component("datanode", _prepare_datanode, _datanode_ready, timeout_s=120, after=("namenode",)),
     Component("hms", _prepare_hms, _hms_ready, timeout_s=180, after=("datanode", "s3")),
     Component("proxy", _prepare_proxy, _proxy_ready, timeout_s=60, after=("hms",)),
+    Component("gateway", _prepare_gateway, _gateway_ready, timeout_s=60, after=("datanode",)),
 ]
