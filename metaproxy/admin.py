@@ -16,16 +16,27 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 
 class AdminServer:
-    """Serves ``/health`` (JSON from ``health()``; 503 when its ``ok`` is false) and ``/metrics``."""
+    """Serves ``/health`` (JSON from ``health()``; 503 when its ``ok`` is false), ``/metrics``,
+    and any extra JSON documents (``routes``: path → function)."""
 
-    def __init__(self, host: str, port: int, health: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        health: Callable[[], dict[str, Any]],
+        routes: dict[str, Callable[[], dict[str, Any]]] | None = None,
+    ) -> None:
         outer = self
+        extra = dict(routes or {})
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     body, ctype, code = generate_latest(REGISTRY), CONTENT_TYPE_LATEST, 200
+                elif path in extra:
+                    body = json.dumps(extra[path](), sort_keys=True).encode()
+                    ctype, code = "application/json", 200
                 elif path in ("/health", "/"):
                     report = outer.health()
                     body = json.dumps(report, sort_keys=True).encode()

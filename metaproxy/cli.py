@@ -200,6 +200,57 @@ def gateway_cmd(ctx: click.Context) -> None:
     server.stop()
 
 
+@cli.command("report")
+@click.option("--url", default="", help="The gateway's admin URL (default: from the config file).")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+@click.pass_context
+def report(ctx: click.Context, url: str, as_json: bool) -> None:
+    """What the cache holds and serves: tiers, hit ratio, bytes per UFS and per mount."""
+    import json as jsonlib
+
+    import requests
+    from rich.console import Console
+    from rich.table import Table
+
+    from metaproxy.config import load_config
+
+    if not url:
+        cfg = load_config(ctx.obj["config_path"])
+        url = f"http://{cfg.proxy.admin_host}:{cfg.gateway.admin_port}"
+    try:
+        r = requests.get(f"{url.rstrip('/')}/report", timeout=10)
+        r.raise_for_status()
+    except requests.RequestException as e:
+        raise click.ClickException(f"cannot reach the gateway's admin endpoint at {url}: {e}") from None
+    rep = r.json()
+    if as_json:
+        click.echo(jsonlib.dumps(rep, indent=2, sort_keys=True))
+        return
+
+    def mib(n: int) -> str:
+        return f"{n / 2**20:,.1f} MiB"
+
+    t = rep["tiers"]
+    table = Table("figure", "value", title="metaproxy cache report")
+    table.add_row(
+        "memory tier", f"{mib(t['memory_used'])} of {mib(t['memory_capacity'])} ({t['memory_blocks']} blocks)"
+    )
+    table.add_row(
+        "disk tier", f"{mib(t['disk_used'])} of {mib(t['disk_capacity'])} ({t['disk_blocks']} blocks)"
+    )
+    table.add_row("hit ratio", f"{rep['hit_ratio']:.1%} ({rep['hit_ratio_definition']})")
+    table.add_row(
+        "served from memory / disk", f"{mib(rep['bytes_from_memory'])} / {mib(rep['bytes_from_disk'])}"
+    )
+    for ufs, n in sorted(rep["bytes_read_per_ufs"].items()):
+        table.add_row(f"read from UFS {ufs}", mib(n))
+    for mount, n in sorted(rep["bytes_served_per_mount"].items()):
+        table.add_row(f"served for mount {mount}", mib(n))
+    table.add_row("evictions memory / disk", f"{rep['evictions_memory']} / {rep['evictions_disk']}")
+    table.add_row("disk errors / corrupt blocks", f"{rep['disk_errors']} / {rep['corrupt_blocks']}")
+    Console().print(table)
+
+
 @cli.group()
 def sample() -> None:
     """The TPC-DS-shaped sample data set."""

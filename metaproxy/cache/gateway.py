@@ -36,7 +36,7 @@ from metaproxy.ufs.webhdfs import WebHdfs, hdfs_path
 log = logging.getLogger("metaproxy.gateway")
 
 REQUESTS = Counter("metaproxy_gateway_requests", "S3 requests to the gateway", ["op", "status"])
-BYTES = Counter("metaproxy_gateway_bytes", "Bytes served by the gateway", ["source"])
+BYTES = Counter("metaproxy_gateway_bytes_served", "Bytes served by the gateway", ["mount"])
 
 
 class ChangedUnderneath(UfsError):
@@ -146,7 +146,39 @@ class Gateway:
         self._lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gateway-io")
         self.keys = {g.access_key: g.secret_key} if g.access_key and g.secret_key else {}
+        self.bytes_by_mount: dict[str, int] = {}
+        self.bytes_by_ufs: dict[str, int] = {}
         self.refresh_mounts()
+
+    def count(self, mount: str, served: int) -> None:
+        with self._lock:
+            self.bytes_by_mount[mount] = self.bytes_by_mount.get(mount, 0) + served
+
+    def report(self) -> dict[str, Any]:
+        """What an operator wants to know about the cache (``metaproxy report``)."""
+        st = self.cache.stats
+        with self._lock:
+            by_mount = dict(self.bytes_by_mount)
+            by_ufs = dict(self.bytes_by_ufs)
+        return {
+            "tiers": self.cache.usage(),
+            "block_size": self.cache.block_size,
+            "hit_ratio": st.hit_ratio,
+            "hit_ratio_definition": "bytes served from cache / bytes served",
+            "bytes_from_memory": st.bytes_from_memory,
+            "bytes_from_disk": st.bytes_from_disk,
+            "bytes_from_ufs": st.bytes_from_ufs,
+            "bytes_read_per_ufs": by_ufs,
+            "bytes_served_per_mount": by_mount,
+            "memory_hits": st.memory_hits,
+            "disk_hits": st.disk_hits,
+            "misses": st.misses,
+            "evictions_memory": st.evictions_memory,
+            "evictions_disk": st.evictions_disk,
+            "disk_errors": st.disk_errors,
+            "corrupt_blocks": st.corrupt_blocks,
+            "mounts": [m.path for m in self.mounts],
+        }
 
     def refresh_mounts(self) -> None:
         from metaproxy.state import open_state
@@ -199,6 +231,9 @@ class Gateway:
             data = self.readers.read(k.path, start, end)
             if len(data) != end - start:
                 raise ChangedUnderneath(f"{k.path} changed while being read")
+            scheme = scheme_of(k.path)
+            with self._lock:
+                self.bytes_by_ufs[scheme] = self.bytes_by_ufs.get(scheme, 0) + len(data)
             return data
 
         return self.cache.get(key, fetch)
@@ -294,7 +329,8 @@ def make_app(gw: Gateway) -> web.Application:
             off = pos - index * bs
             piece = memoryview(data)[off : min(len(data), end - index * bs)]
             await resp.write(piece)
-            BYTES.labels("gateway").inc(len(piece))
+            BYTES.labels(r.mount.path).inc(len(piece))
+            gw.count(r.mount.path, len(piece))
             pos += len(piece)
         await resp.write_eof()
         REQUESTS.labels("GetObject", str(status)).inc()
@@ -398,7 +434,7 @@ class GatewayServer:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
         self._runner: web.AppRunner | None = None
-        self._stop = threading.Event()
+        self.admin: Any = None
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -415,12 +451,24 @@ class GatewayServer:
         self.loop.close()
 
     def start(self) -> GatewayServer:
+        from metaproxy.admin import AdminServer
+
         self._thread.start()
         if not self._ready.wait(30):
             raise RuntimeError("the gateway did not start")
+        g = self.config.gateway
+        self.admin = AdminServer(
+            self.config.proxy.admin_host,
+            g.admin_port,
+            lambda: {"ok": True, "port": self.port, "mounts": [m.path for m in self.gateway.mounts]},
+            {"/report": self.gateway.report},
+        )
+        self.admin.start()
         return self
 
     def stop(self) -> None:
+        if self.admin is not None:
+            self.admin.stop()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(30)
         self.gateway.pool.shutdown(wait=False)

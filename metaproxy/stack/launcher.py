@@ -248,6 +248,7 @@ class Stack:
             "proxy_passthrough": f"thrift://{HOST}:{self.port('proxy_passthrough')}",
             "admin": f"http://{HOST}:{self.port('proxy_admin')}",
             "gateway": f"http://{HOST}:{self.port('gateway')}",
+            "gateway_admin": f"http://{HOST}:{self.port('gateway_admin')}",
             "config": str(self.conf / "metaproxy.toml"),
             "s3_access_key": S3_ACCESS_KEY,
             "s3_secret_key": S3_SECRET_KEY,
@@ -745,6 +746,7 @@ bucket = "metaproxy"
 access_key = "{GATEWAY_ACCESS_KEY}"
 secret_key = "{GATEWAY_SECRET_KEY}"
 block_size = "1MiB"
+admin_port = {st.port("gateway_admin")}
 
 [gateway.memory]
 capacity = "512MiB"

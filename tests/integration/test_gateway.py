@@ -33,6 +33,7 @@ def gateway_config(stack: dict[str, Any], tmp: str, root: str, **gateway: Any) -
                 "secret_key": "gw-secret",
                 "block_size": BS,
                 "stale_after": "1s",
+                "admin_port": 0,
                 "disk": {"path": f"{tmp}/cache", "capacity": "64MiB"},
                 **gateway,
             },
