@@ -1,0 +1,283 @@
+"""Cache gateway throughput, each side beside its baseline in one run.
+
+* warm: 8 concurrent readers of 8 MiB ranged GETs over a 64 MiB object, from the gateway
+  (blocks in memory) and from nginx serving the same bytes from local disk with sendfile —
+  the practical limit of this machine;
+* cold: the same object read once in 8 MiB ranges through a gateway with an empty cache, and
+  straight from WebHDFS.
+
+The gateway runs as its own process (``metaproxy gateway``) on the local stack's HDFS; nginx
+comes from Debian (``apt-get install nginx-light``; the bench installs it when it can). One
+client for all sides: raw HTTP over sockets, reading into a preallocated buffer, so the client
+is not what is measured.
+
+    .venv/bin/python bench/bench_gateway.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from metaproxy.stack.launcher import Stack, free_port
+from metaproxy.ufs.webhdfs import WebHdfs
+
+OUT = Path(__file__).resolve().parent / "out"
+MiB = 1024 * 1024
+KEY, SECRET = "bench", "bench-secret"
+
+
+def http_get(host: str, port: int, path: str, headers: dict[str, str], buf: bytearray) -> int:
+    """One GET over a fresh connection; the body is read into ``buf``; returns its length."""
+    with socket.create_connection((host, port), timeout=60) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise OSError("connection closed before the headers")
+            head += chunk
+        header, _, body = head.partition(b"\r\n\r\n")
+        status = int(header.split(b" ", 2)[1])
+        if status not in (200, 206):
+            raise OSError(f"HTTP {status}: {header[:200]!r} {body[:300]!r}")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in header.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+        view = memoryview(buf)
+        got = len(body)
+        view[:got] = body
+        while got < length:
+            n = s.recv_into(view[got:length])
+            if n == 0:
+                raise OSError("short body")
+            got += n
+        return got
+
+
+def signed_headers(endpoint: str, path: str, rng: str) -> dict[str, str]:
+    req = AWSRequest(method="GET", url=endpoint + path, headers={"Range": rng})
+    req.context["payload_signing_enabled"] = False
+    S3SigV4Auth(Credentials(KEY, SECRET), "s3", "us-east-1").add_auth(req)
+    return {k: v for k, v in req.headers.items() if k.lower() != "host"}
+
+
+def run_readers(
+    host: str, port: int, path: str, size: int, readers: int, per_reader: int, rng_size: int, sign: str | None
+) -> float:
+    """Aggregate MB/s of ``readers`` threads each doing ``per_reader`` random ranged GETs."""
+    errors: list[BaseException] = []
+    total = [0]
+    lock = threading.Lock()
+
+    def reader(seed: int) -> None:
+        buf = bytearray(rng_size)
+        r = random.Random(seed)
+        try:
+            for _ in range(per_reader):
+                start = r.randrange(0, size - rng_size + 1, 4096)
+                rng = f"bytes={start}-{start + rng_size - 1}"
+                headers = signed_headers(sign, path, rng) if sign else {"Range": rng}
+                n = http_get(host, port, path, headers, buf)
+                with lock:
+                    total[0] += n
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(readers)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return total[0] / elapsed / 1e6
+
+
+def ensure_nginx() -> str:
+    exe = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if exe:
+        return exe
+    if os.geteuid() == 0:
+        print("  installing nginx-light from Debian ...", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "nginx-light"], check=True, capture_output=True)
+        return "/usr/sbin/nginx"
+    raise SystemExit("nginx is needed as the baseline: apt-get install nginx-light")
+
+
+def start_nginx(root: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        f"""worker_processes 2;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  client_body_temp_path {workdir}/body;
+  proxy_temp_path {workdir}/proxy;
+  fastcgi_temp_path {workdir}/fastcgi;
+  uwsgi_temp_path {workdir}/uwsgi;
+  scgi_temp_path {workdir}/scgi;
+  server {{ listen 127.0.0.1:{port}; root {root}; }}
+}}
+"""
+    )
+    proc = subprocess.Popen([ensure_nginx(), "-c", str(conf), "-p", str(workdir)])
+    wait_port(port)
+    return proc, port
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listens on {port}")
+
+
+def start_gateway(
+    stack: dict[str, Any], workdir: Path, hdfs_root: str, tag: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    port, admin = free_port(), free_port()
+    conf = workdir / f"gateway-{tag}.toml"
+    conf.write_text(
+        f"""[state]
+path = "{workdir}/state-{tag}.db"
+[gateway]
+port = {port}
+admin_port = {admin}
+bucket = "metaproxy"
+access_key = "{KEY}"
+secret_key = "{SECRET}"
+block_size = "4MiB"
+[gateway.memory]
+capacity = "512MiB"
+[gateway.disk]
+path = "{workdir}/cache-{tag}"
+capacity = "1GiB"
+[hdfs]
+webhdfs = "{stack["webhdfs"]}"
+[[mount]]
+path = "/bench"
+ufs = "{stack["hdfs"]}{hdfs_root}"
+"""
+    )
+    log = open(workdir / f"gateway-{tag}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "metaproxy", "--config", str(conf), "gateway"], stdout=log, stderr=log
+    )
+    wait_port(port)
+    return proc, port
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    stack = Stack().up()
+    size = 64 * MiB
+    rng_size = 8 * MiB
+    readers = 8
+    per_reader = 4 if args.quick else 12
+    data = os.urandom(size)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-gw-"))
+    (workdir / "www").mkdir()
+    (workdir / "www" / "object.bin").write_bytes(data)
+    fs = WebHdfs(stack["webhdfs"])
+    hdfs_root = "/bench-gateway"
+    fs.create(f"{hdfs_root}/object.bin", data)
+    procs: list[subprocess.Popen[bytes]] = []
+    results: dict[str, Any] = {"object_mib": size // MiB, "range_mib": rng_size // MiB, "readers": readers}
+    try:
+        nginx, nport = start_nginx(workdir / "www", workdir)
+        procs.append(nginx)
+        gw, gport = start_gateway(stack, workdir, hdfs_root, "warm")
+        procs.append(gw)
+        endpoint = f"http://127.0.0.1:{gport}"
+        path = "/metaproxy/" + quote("bench/object.bin")
+        # fill the cache, then measure both sides alternately
+        run_readers("127.0.0.1", gport, path, size, 1, size // rng_size, rng_size, endpoint)
+        warm = {"nginx": [], "gateway": []}  # type: dict[str, list[float]]
+        for _ in range(2):
+            warm["nginx"].append(
+                run_readers("127.0.0.1", nport, "/object.bin", size, readers, per_reader, rng_size, None)
+            )
+            warm["gateway"].append(
+                run_readers("127.0.0.1", gport, path, size, readers, per_reader, rng_size, endpoint)
+            )
+        results["warm_mb_s"] = {k: max(v) for k, v in warm.items()}
+        results["warm_ratio"] = results["warm_mb_s"]["gateway"] / results["warm_mb_s"]["nginx"]
+        # cold: a fresh gateway with an empty cache vs WebHDFS, the same sequential 8 MiB ranges
+        cold_gw, cport = start_gateway(stack, workdir, hdfs_root, "cold")
+        procs.append(cold_gw)
+        cendpoint = f"http://127.0.0.1:{cport}"
+        buf = bytearray(rng_size)
+        t0 = time.perf_counter()
+        for start in range(0, size, rng_size):
+            rng = f"bytes={start}-{start + rng_size - 1}"
+            http_get("127.0.0.1", cport, path, signed_headers(cendpoint, path, rng), buf)
+        cold_gateway = size / (time.perf_counter() - t0) / 1e6
+        wh = urlsplit(stack["webhdfs"])
+        t0 = time.perf_counter()
+        for start in range(0, size, rng_size):
+            got = fs.read(f"{hdfs_root}/object.bin", start, rng_size)
+            assert len(got) == rng_size
+        cold_webhdfs = size / (time.perf_counter() - t0) / 1e6
+        results["cold_mb_s"] = {"webhdfs": cold_webhdfs, "gateway": cold_gateway}
+        results["cold_ratio"] = cold_gateway / cold_webhdfs
+        results["webhdfs"] = f"{wh.hostname}:{wh.port}"
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(10)
+        fs.delete(hdfs_root, recursive=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+    OUT.mkdir(exist_ok=True)
+    (OUT / "gateway.json").write_text(json.dumps(results, indent=2))
+    w, c = results["warm_mb_s"], results["cold_mb_s"]
+    print(f"\nwarm, {readers} readers x {rng_size // MiB} MiB ranges over {size // MiB} MiB:")
+    print(f"  nginx (sendfile, local disk) {w['nginx']:8.0f} MB/s")
+    print(
+        f"  gateway (memory tier)        {w['gateway']:8.0f} MB/s   ratio {results['warm_ratio']:.2f}  (goal >= 0.8)"
+    )
+    print(f"cold, one reader, sequential {rng_size // MiB} MiB ranges:")
+    print(f"  WebHDFS direct               {c['webhdfs']:8.0f} MB/s")
+    print(
+        f"  gateway (empty cache)        {c['gateway']:8.0f} MB/s   ratio {results['cold_ratio']:.2f}  (goal >= 0.9)"
+    )
+
+
+if __name__ == "__main__":
+    main()
