@@ -23,7 +23,7 @@ import logging
 import os
 import struct
 import threading
-import time
+import uuid
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -130,7 +130,9 @@ class BlockCache:
         # rebuilt after a restart knows only the files
         self._disk_lru: _LRU[str] = _LRU(disk_capacity)
         self._flights: dict[BlockKey, _Flight] = {}
-        self._started = time.time()
+        # temporary files carry this instance's token, so the index rebuild can tell a crashed
+        # run's leftovers from a write of ours in flight (file mtimes are too coarse for that)
+        self._tmp_token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.disk_ready = threading.Event()
         if self._disk_dir is None or disk_capacity <= 0:
             self._disk_dir = None
@@ -240,7 +242,7 @@ class BlockCache:
             return
         name = key.file_name()
         path = self._disk_dir / name
-        tmp = path.with_name(path.name + f".tmp{threading.get_ident()}")
+        tmp = path.with_name(f"{path.name}.tmp-{self._tmp_token}-{threading.get_ident()}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
@@ -282,8 +284,8 @@ class BlockCache:
                         st = f.stat()
                     except FileNotFoundError:
                         continue
-                    if ".tmp" in f.name:
-                        if st.st_mtime < self._started:  # left by a crash, not a write of ours
+                    if ".tmp-" in f.name:
+                        if self._tmp_token not in f.name:  # left by a crash, not a write of ours
                             f.unlink(missing_ok=True)
                         continue
                     found.append((st.st_mtime, f"{sub.name}/{f.name}", st.st_size))

@@ -125,3 +125,20 @@ def test_unwritable_disk_tier_reads_through(tmp_path: Path) -> None:
     calls: list[BlockKey] = []
     assert cache.get(key(1), fetcher(calls)) == b"\x01" * BS
     assert cache.stats.disk_errors >= 1
+
+
+def test_restart_removes_crash_leftovers_but_not_writes_in_flight(tmp_path: Path) -> None:
+    sub = tmp_path / "ab"
+    sub.mkdir()
+    leftover = sub / "abcd.0.tmp-1-deadbeef-7"
+    leftover.write_bytes(b"half a block")
+    cache = BlockCache(BS, BS, tmp_path, 100 * BS)
+    calls: list[BlockKey] = []
+    # writes race the index rebuild; none of them may be lost to it
+    for i in range(20):
+        cache.get(key(i), fetcher(calls))
+    assert cache.disk_ready.wait(10)
+    assert not leftover.exists()
+    assert cache.stats.disk_errors == 0
+    blocks = [f for f in tmp_path.rglob("*") if f.is_file()]
+    assert len(blocks) == 20 and not any(".tmp-" in f.name for f in blocks)
