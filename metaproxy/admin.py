@@ -1,7 +1,10 @@
-"""The admin HTTP endpoint of a metaproxy service: ``/health`` and ``/metrics`` (Prometheus).
+"""The admin HTTP endpoint of a metaproxy service: ``/health``, ``/metrics`` (Prometheus), and
+the service's own JSON documents and commands (the gateway's ``/report`` and ``/cache/*``).
 
-A tiny threaded server from the standard library: it serves two small documents to an
-operator or a scraper, off the data path, so it needs nothing more.
+A small threaded server from the standard library: it serves an operator, the CLI or a
+scraper, off the data path, so it needs nothing more. It listens on loopback by default
+(``[proxy] admin_host``): its commands change the cache, not data, but they are not for the
+whole network.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+MAX_COMMAND = 1024 * 1024
+
 
 class AdminServer:
     """Serves ``/health`` (JSON from ``health()``; 503 when its ``ok`` is false), ``/metrics``,
@@ -25,11 +30,44 @@ class AdminServer:
         port: int,
         health: Callable[[], dict[str, Any]],
         routes: dict[str, Callable[[], dict[str, Any]]] | None = None,
+        commands: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] | None = None,
     ) -> None:
         outer = self
         extra = dict(routes or {})
+        posts = dict(commands or {})
 
         class Handler(BaseHTTPRequestHandler):
+            def _send(self, code: int, doc: dict[str, Any]) -> None:
+                body = json.dumps(doc, sort_keys=True).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                path = self.path.split("?", 1)[0]
+                fn = posts.get(path)
+                if fn is None:
+                    self._send(404, {"error": f"no command {path}"})
+                    return
+                try:
+                    n = int(self.headers.get("Content-Length") or 0)
+                    if not 0 <= n <= MAX_COMMAND:
+                        raise ValueError(f"a command body is at most {MAX_COMMAND} bytes")
+                    args = json.loads(self.rfile.read(n) or b"{}")
+                    if not isinstance(args, dict):
+                        raise ValueError("a command body is a JSON object")
+                except ValueError as e:
+                    self._send(400, {"error": f"bad command body: {e}"})
+                    return
+                try:
+                    self._send(200, fn(args))
+                except (ValueError, KeyError, TypeError) as e:  # the caller's mistake
+                    self._send(400, {"error": str(e)})
+                except Exception as e:  # a UFS that is down, a disk that failed: say so, keep serving
+                    self._send(503, {"error": f"{type(e).__name__}: {e}"})
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":

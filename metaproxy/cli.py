@@ -288,9 +288,11 @@ def sample_load(scale: float, partitions: int, seed: int) -> None:
 
 
 def _register_groups() -> None:
+    from metaproxy.cache.cli import cache
     from metaproxy.stack.cli import stack
 
     cli.add_command(stack)
+    cli.add_command(cache)
 
 
 _register_groups()

@@ -110,6 +110,10 @@ class GatewayConfig:
     stale_after_s: float = 5.0
     read_ahead_blocks: int = 2
     admin_port: int = 9186
+    #: mounts that accept PutObject/DeleteObject (written to the mount's create target); none by default
+    writable_mounts: tuple[str, ...] = ()
+    #: how often TTL'd paths are swept
+    ttl_check_interval_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -404,7 +408,15 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base_dir: Path 
         stale_after_s=gw.duration("stale_after", 5.0),
         read_ahead_blocks=gw.get("read_ahead_blocks", int, 2),
         admin_port=_port(gw, "admin_port", 9186),
+        writable_mounts=tuple("/" + m.strip().strip("/") for m in gw.str_list("writable_mounts", ())),
+        ttl_check_interval_s=gw.duration("ttl_check_interval", 10.0),
     )
+    if gateway.read_ahead_blocks < 0:
+        raise gw._fail("read_ahead_blocks", "a number of blocks >= 0", gateway.read_ahead_blocks)
+    if gateway.pinned_max > disk.capacity and disk.capacity > 0:
+        raise gw._fail(
+            "pinned_max", f"at most the disk tier's capacity ({disk.capacity} bytes)", gateway.pinned_max
+        )
     gw.check_unknown()
 
     hd = top.sub("hdfs")

@@ -18,6 +18,7 @@ returns one block; everything protocol-specific lives in the fetchers.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -48,9 +49,23 @@ class BlockKey:
     mtime_ms: int
     index: int
 
+    @functools.cached_property
+    def digest(self) -> str:
+        """Names one version of one file: every block of it shares this."""
+        return version_digest(self.path, self.length, self.mtime_ms)
+
     def file_name(self) -> str:
-        digest = hashlib.sha256(f"{self.path}\0{self.length}\0{self.mtime_ms}".encode()).hexdigest()
-        return f"{digest[:2]}/{digest}.{self.index}"
+        d = self.digest
+        return f"{d[:2]}/{d}.{self.index}"
+
+
+def version_digest(path: str, length: int, mtime_ms: int) -> str:
+    """The name of one version of one file in the cache (pins and frees are by version)."""
+    return hashlib.sha256(f"{path}\0{length}\0{mtime_ms}".encode()).hexdigest()
+
+
+def _digest_of_name(name: str) -> str:
+    return name.rsplit("/", 1)[-1].split(".", 1)[0]
 
 
 @dataclass
@@ -84,16 +99,25 @@ class _LRU(Generic[K]):
     def touch(self, key: K) -> None:
         self.items.move_to_end(key)
 
-    def add(self, key: K, size: int) -> list[K]:
-        """Record a block; returns the keys to evict to stay within capacity."""
+    def add(self, key: K, size: int, protected: Callable[[K], bool] | None = None) -> list[K]:
+        """Record a block; returns the keys evicted to stay within capacity.
+
+        The oldest go first; ``protected`` keys (pinned blocks) and the new key itself are never
+        evicted, so a tier full of pinned blocks holds at most one unpinned block beyond it.
+        """
         if key in self.items:
             self.used -= self.items.pop(key)
         self.items[key] = size
         self.used += size
-        evicted = []
-        while self.used > self.capacity and len(self.items) > 1:
-            old, old_size = self.items.popitem(last=False)
-            self.used -= old_size
+        evicted: list[K] = []
+        if self.used <= self.capacity:
+            return evicted
+        for old in list(self.items):
+            if self.used <= self.capacity:
+                break
+            if old == key or (protected is not None and protected(old)):
+                continue
+            self.used -= self.items.pop(old)
             evicted.append(old)
         return evicted
 
@@ -130,6 +154,8 @@ class BlockCache:
         # rebuilt after a restart knows only the files
         self._disk_lru: _LRU[str] = _LRU(disk_capacity)
         self._flights: dict[BlockKey, _Flight] = {}
+        #: pinned file versions (digest → declared bytes): their blocks are never evicted
+        self._pinned: dict[str, int] = {}
         # temporary files carry this instance's token, so the index rebuild can tell a crashed
         # run's leftovers from a write of ours in flight (file mtimes are too coarse for that)
         self._tmp_token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -191,7 +217,9 @@ class BlockCache:
     def _put_memory(self, key: BlockKey, data: bytes) -> None:
         with self._lock:
             self._memory[key] = data
-            for old in self._mem_lru.add(key, len(data)):
+            # pinned blocks live on disk; with no disk tier they stay in memory instead
+            guard = self._pinned_key if self._disk_dir is None and self._pinned else None
+            for old in self._mem_lru.add(key, len(data), guard):
                 self._memory.pop(old, None)
                 self.stats.evictions_memory += 1
 
@@ -255,7 +283,7 @@ class BlockCache:
                 tmp.unlink()
             return
         with self._lock:
-            evicted = self._disk_lru.add(name, len(data) + _HEADER.size)
+            evicted = self._disk_lru.add(name, len(data) + _HEADER.size, self._pinned_name)
             self.stats.evictions_disk += len(evicted)
         for old in evicted:
             with contextlib.suppress(OSError):
@@ -294,7 +322,7 @@ class BlockCache:
             with self._lock:
                 for _, name, size in found:
                     if name not in self._disk_lru.items:
-                        evicted += self._disk_lru.add(name, size)
+                        evicted += self._disk_lru.add(name, size, self._pinned_name)
                 self.stats.evictions_disk += len(evicted)
             for old in evicted:
                 (self._disk_dir / old).unlink(missing_ok=True)
@@ -305,6 +333,62 @@ class BlockCache:
 
     # -- management -------------------------------------------------------------------------
 
+    def _pinned_key(self, key: BlockKey) -> bool:
+        return key.digest in self._pinned
+
+    def _pinned_name(self, name: str) -> bool:
+        return bool(self._pinned) and _digest_of_name(name) in self._pinned
+
+    def pin(self, digest: str, nbytes: int) -> None:
+        """Keep every block of one file version (it is loaded separately)."""
+        with self._lock:
+            self._pinned[digest] = nbytes
+
+    def unpin(self, digest: str) -> None:
+        with self._lock:
+            self._pinned.pop(digest, None)
+
+    def is_pinned(self, digest: str) -> bool:
+        with self._lock:
+            return digest in self._pinned
+
+    @property
+    def pinned_bytes(self) -> int:
+        with self._lock:
+            return sum(self._pinned.values())
+
+    def free(self, digests: set[str]) -> int:
+        """Evict every block of these file versions from both tiers; returns the bytes freed.
+
+        Pinned versions are skipped (unpin first).
+        """
+        freed = 0
+        doomed: list[str] = []
+        with self._lock:
+            targets = digests - self._pinned.keys()
+            for k in [k for k in self._memory if k.digest in targets]:
+                freed += len(self._memory.pop(k))
+                self._mem_lru.remove(k)
+            for name in [n for n in self._disk_lru.items if _digest_of_name(n) in targets]:
+                freed += self._disk_lru.items[name]
+                self._disk_lru.remove(name)
+                doomed.append(name)
+        if self._disk_dir is not None:
+            for name in doomed:
+                with contextlib.suppress(OSError):
+                    (self._disk_dir / name).unlink()
+        return freed
+
+    def cached_bytes(self, digest: str) -> int:
+        """Bytes of one file version held in either tier (a block in both counts once)."""
+        with self._lock:
+            names = {n for n in self._disk_lru.items if _digest_of_name(n) == digest}
+            total = sum(self._disk_lru.items[n] - _HEADER.size for n in names)
+            for k, v in self._memory.items():
+                if k.digest == digest and k.file_name() not in names:
+                    total += len(v)
+            return total
+
     def usage(self) -> dict[str, int]:
         with self._lock:
             return {
@@ -314,4 +398,6 @@ class BlockCache:
                 "disk_capacity": self._disk_lru.capacity,
                 "memory_blocks": len(self._memory),
                 "disk_blocks": len(self._disk_lru.items),
+                "pinned_bytes": sum(self._pinned.values()),
+                "pinned_files": len(self._pinned),
             }

@@ -18,16 +18,18 @@ import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from aiohttp import web
-from prometheus_client import Counter
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from metaproxy.cache import s3api
-from metaproxy.cache.blocks import BlockCache, BlockKey
+from metaproxy.cache.blocks import BlockCache, BlockKey, version_digest
 from metaproxy.config import Config
 from metaproxy.mounts import Mount, MountTable, load_mount_table, scheme_of
 from metaproxy.ufs import FileStatus, UfsError, UfsNotFound, UfsUnavailable
@@ -37,6 +39,13 @@ log = logging.getLogger("metaproxy.gateway")
 
 REQUESTS = Counter("metaproxy_gateway_requests", "S3 requests to the gateway", ["op", "status"])
 BYTES = Counter("metaproxy_gateway_bytes_served", "Bytes served by the gateway", ["mount"])
+#: the largest single PutObject body accepted (held in memory while it is checked and written)
+MAX_PUT = 256 * 1024 * 1024
+READ_AHEAD = Counter("metaproxy_gateway_read_ahead_blocks", "Blocks fetched ahead of sequential readers")
+
+
+class ManagementError(ValueError):
+    """A cache management request that cannot be carried out (a bad path, the pin cap)."""
 
 
 class ChangedUnderneath(UfsError):
@@ -45,9 +54,16 @@ class ChangedUnderneath(UfsError):
 
 @dataclass
 class Resolved:
+    """A gateway key resolved to the UFS file serving it."""
+
     mount: Mount
     ufs_uri: str
     status: FileStatus
+    key: str = ""  # the gateway key: ``<mount name>/<rest>``
+
+    @property
+    def digest(self) -> str:
+        return version_digest(self.ufs_uri, self.status.length, self.status.mtime_ms)
 
 
 class UfsReaders:
@@ -111,6 +127,30 @@ class UfsReaders:
                 raise UfsUnavailable(f"S3 GET {uri}: {e}") from e
         return self.webhdfs.read(hdfs_path(uri), start, end - start)
 
+    def write(self, uri: str, body: bytes) -> None:
+        if scheme_of(uri) == "s3":
+            import botocore.exceptions
+
+            bucket, key = self._bucket_key(uri)
+            try:
+                self.s3.put_object(Bucket=bucket, Key=key, Body=body)
+            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+                raise UfsUnavailable(f"S3 PUT {uri}: {e}") from e
+            return
+        self.webhdfs.create(hdfs_path(uri), body)
+
+    def delete(self, uri: str) -> None:
+        if scheme_of(uri) == "s3":
+            import botocore.exceptions
+
+            bucket, key = self._bucket_key(uri)
+            try:
+                self.s3.delete_object(Bucket=bucket, Key=key)
+            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+                raise UfsUnavailable(f"S3 DELETE {uri}: {e}") from e
+            return
+        self.webhdfs.delete(hdfs_path(uri))
+
     def list_files(self, uri: str) -> list[FileStatus]:
         """Every file below a directory (recursively), with paths relative to ``uri``."""
         if scheme_of(uri) == "s3":
@@ -148,7 +188,15 @@ class Gateway:
         self.keys = {g.access_key: g.secret_key} if g.access_key and g.secret_key else {}
         self.bytes_by_mount: dict[str, int] = {}
         self.bytes_by_ufs: dict[str, int] = {}
+        #: file versions this run has cached: digest → (gateway key, first cached, wall clock)
+        self._versions: dict[str, tuple[str, float]] = {}
+        #: pinned and TTL'd path prefixes (gateway keys), persisted in the state DB
+        self.pins: dict[str, float] = {}
+        self.ttls: dict[str, float] = {}
+        #: where each file's last read ended, to spot sequential readers
+        self._last_end: OrderedDict[str, int] = OrderedDict()
         self.refresh_mounts()
+        self._load_rules()
 
     def count(self, mount: str, served: int) -> None:
         with self._lock:
@@ -178,6 +226,8 @@ class Gateway:
             "disk_errors": st.disk_errors,
             "corrupt_blocks": st.corrupt_blocks,
             "mounts": [m.path for m in self.mounts],
+            "pins": sorted(self.pins),
+            "ttls": dict(sorted(self.ttls.items())),
         }
 
     def refresh_mounts(self) -> None:
@@ -206,7 +256,7 @@ class Gateway:
                 continue
             if st.is_dir:
                 break
-            return Resolved(mount, uri, st)
+            return Resolved(mount, uri, st, key)
         raise s3api.NoSuchKey("no such key", key)
 
     def status(self, uri: str) -> FileStatus:
@@ -224,6 +274,12 @@ class Gateway:
     def block(self, r: Resolved, index: int) -> bytes:
         bs = self.cache.block_size
         key = BlockKey(r.ufs_uri, r.status.length, r.status.mtime_ms, index)
+        digest = key.digest
+        if digest not in self._versions:
+            with self._lock:
+                self._versions.setdefault(digest, (r.key, time.time()))
+            if self.pins and _under_any(r.key, self.pins) and not self.cache.is_pinned(digest):
+                self._pin_version(r)
 
         def fetch(k: BlockKey) -> bytes:
             start = k.index * bs
@@ -237,6 +293,351 @@ class Gateway:
             return data
 
         return self.cache.get(key, fetch)
+
+    def put_object(self, mount: Mount, rest: str, uri: str, body: bytes) -> FileStatus:
+        """Write one object to the mount's create target; later reads see it at once."""
+        self.readers.write(uri, body)
+        self._forget_status(mount, rest)
+        return self.status(uri)
+
+    def delete_object(self, mount: Mount, rest: str, uri: str) -> None:
+        """Delete an object's copy on the create target (other members are never touched)."""
+        self.readers.delete(uri)
+        self._forget_status(mount, rest)
+
+    def _forget_status(self, mount: Mount, rest: str) -> None:
+        with self._lock:
+            for member in mount.read_priority:
+                self._statuses.pop(self.mounts.ufs_location(mount, rest, member), None)
+
+    def read_ahead(self, r: Resolved, start: int, end: int) -> None:
+        """Note a read of ``[start, end)``; if it continues the previous one, fetch ahead."""
+        n = self.config.gateway.read_ahead_blocks
+        if n <= 0 or end >= r.status.length:
+            return
+        with self._lock:
+            sequential = self._last_end.get(r.digest) == start
+            self._last_end[r.digest] = end
+            self._last_end.move_to_end(r.digest)
+            while len(self._last_end) > 4096:
+                self._last_end.popitem(last=False)
+        if not sequential:
+            return
+        bs = self.cache.block_size
+        first = (end + bs - 1) // bs if end % bs else end // bs
+        last = min((r.status.length - 1) // bs, first + n - 1)
+        for i in range(first, last + 1):
+            if not self.cache.contains(BlockKey(r.ufs_uri, r.status.length, r.status.mtime_ms, i)):
+                READ_AHEAD.inc()
+                self.pool.submit(self._quiet_block, r, i)
+
+    def _quiet_block(self, r: Resolved, index: int) -> None:
+        try:
+            self.block(r, index)
+        except Exception as e:  # a read-ahead that fails costs nothing: the reader will retry
+            log.debug("read-ahead of %s block %d failed: %s", r.ufs_uri, index, e)
+
+    # -- management: load, pin, unpin, free, TTL ------------------------------------------
+
+    def _rules_db(self) -> Any:
+        from metaproxy.state import open_state
+
+        db = open_state(self.config.state_path)
+        if "cache_rules" not in db.table_names():
+            db.table("cache_rules").create({"kind": str, "path": str, "value": float}, pk=("kind", "path"))
+        return db
+
+    def _load_rules(self) -> None:
+        try:
+            db = self._rules_db()
+            try:
+                for row in db.table("cache_rules").rows:
+                    (self.pins if row["kind"] == "pin" else self.ttls)[row["path"]] = float(row["value"])
+            finally:
+                db.conn.close()
+        except Exception as e:
+            log.warning("could not load cache pins and TTLs: %s", e)
+        if self.pins:
+            threading.Thread(target=self._repin, name="cache-repin", daemon=True).start()
+
+    def _save_rule(self, kind: str, path: str, value: float | None) -> None:
+        db = self._rules_db()
+        try:
+            if value is None:
+                db.execute("DELETE FROM cache_rules WHERE kind = ? AND path = ?", [kind, path])
+            else:
+                db.table("cache_rules").upsert(
+                    {"kind": kind, "path": path, "value": value}, pk=("kind", "path")
+                )
+        finally:
+            db.conn.close()
+
+    def _repin(self) -> None:
+        """Pins survive a restart: mark the current versions of pinned paths again."""
+        for path in list(self.pins):
+            try:
+                for r in self.files_under(path):
+                    self._pin_version(r)
+            except Exception as e:
+                log.warning("could not re-pin %s: %s", path, e)
+
+    def _pin_version(self, r: Resolved) -> bool:
+        cap = self.config.gateway.pinned_max
+        if self.cache.pinned_bytes + r.status.length > cap:
+            log.warning("cache: not pinning %s: the pinned bytes would pass the cap (%d)", r.key, cap)
+            return False
+        self.cache.pin(r.digest, r.status.length)
+        return True
+
+    def target_key(self, target: str) -> str:
+        """A management target — a mount path (``/tpcds/x``), a UFS URI, or a gateway
+        location (``s3://<bucket>/…``) — as a gateway key. Raises ManagementError."""
+        t = target.strip()
+        if "://" in t:
+            if (
+                t.lower().startswith(("s3://", "s3a://"))
+                and t.split("://", 1)[1].split("/", 1)[0] == self.config.gateway.bucket
+            ):
+                key = t.split("://", 1)[1].partition("/")[2].strip("/")
+            else:
+                found = self.mounts.gateway_key(t.rstrip("/"))
+                if found is None:
+                    raise ManagementError(f"{target!r} is under no mount")
+                key = found
+        else:
+            key = t.strip("/")
+        if not key or self.mounts.resolve_key(key) is None:
+            raise ManagementError(f"{target!r} is under no mount (mounts: {[m.path for m in self.mounts]})")
+        return key
+
+    def files_under(self, target: str) -> list[Resolved]:
+        """Every file a target names (the file itself, or all files below a directory), each
+        from the member that serves it in read priority."""
+        key = self.target_key(target)
+        hit = self.mounts.resolve_key(key)
+        assert hit is not None
+        mount, rest = hit
+        if rest:
+            try:
+                return [self.resolve(key)]
+            except s3api.NoSuchKey:
+                pass
+        found: dict[str, Resolved] = {}
+        for member in reversed(mount.read_priority):  # earlier priority wins
+            uri = self.mounts.ufs_location(mount, rest, member)
+            for f in self.readers.list_files(uri):
+                k = f"{key}/{f.path}"
+                found[k] = Resolved(
+                    mount, f"{uri}/{f.path}", FileStatus(f"{uri}/{f.path}", f.length, f.mtime_ms), k
+                )
+        return [found[k] for k in sorted(found)]
+
+    def plan(self, target: str) -> dict[str, Any]:
+        """The files a target names, with their size and how much of each is cached."""
+        files = self.files_under(target)
+        return {
+            "key": self.target_key(target),
+            "files": [
+                {
+                    "key": r.key,
+                    "uri": r.ufs_uri,
+                    "length": r.status.length,
+                    "cached": self.cache.cached_bytes(r.digest),
+                }
+                for r in files
+            ],
+        }
+
+    def load_file(self, key: str) -> dict[str, Any]:
+        """Read every block of one file into the cache; returns bytes fetched and already cached."""
+        try:
+            r = self.resolve(self.target_key(key))
+        except s3api.NoSuchKey:
+            raise ManagementError(f"{key!r}: no such file") from None
+        before = self.cache.cached_bytes(r.digest)
+        n = (r.status.length + self.cache.block_size - 1) // self.cache.block_size
+        futures = [self.pool.submit(self.block, r, i) for i in range(n)]
+        for f in futures:
+            f.result()
+        return {
+            "key": r.key,
+            "length": r.status.length,
+            "already_cached": before,
+            "fetched": r.status.length - before,
+        }
+
+    def pin(self, target: str) -> dict[str, Any]:
+        key = self.target_key(target)
+        files = self.files_under(key)
+        new = [r for r in files if not self.cache.is_pinned(r.digest)]
+        need = sum(r.status.length for r in new)
+        cap = self.config.gateway.pinned_max
+        have = self.cache.pinned_bytes
+        if have + need > cap:
+            raise ManagementError(
+                f"pinning /{key} needs {need} bytes; {have} of the {cap} allowed ([gateway] pinned_max) are pinned already"
+            )
+        for r in new:
+            self.cache.pin(r.digest, r.status.length)
+        self.pins[key] = time.time()
+        self._save_rule("pin", key, self.pins[key])
+        return {"key": key, "files": len(files), "pinned_bytes": self.cache.pinned_bytes}
+
+    def unpin(self, target: str) -> dict[str, Any]:
+        key = self.target_key(target)
+        removed = self.pins.pop(key, None) is not None
+        self._save_rule("pin", key, None)
+        n = 0
+        with self._lock:
+            versions = [d for d, (k, _) in self._versions.items() if _under(k, key)]
+        digests = set(versions) | {r.digest for r in self._files_quietly(key)}
+        for d in digests:
+            if self.cache.is_pinned(d) and not _under_any(self._versions.get(d, (key, 0))[0], self.pins):
+                self.cache.unpin(d)
+                n += 1
+        return {
+            "key": key,
+            "was_pinned": removed,
+            "files_unpinned": n,
+            "pinned_bytes": self.cache.pinned_bytes,
+        }
+
+    def free(self, target: str) -> dict[str, Any]:
+        key = self.target_key(target)
+        with self._lock:
+            digests = {d for d, (k, _) in self._versions.items() if _under(k, key)}
+        digests |= {r.digest for r in self._files_quietly(key)}
+        pinned = {d for d in digests if self.cache.is_pinned(d)}
+        freed = self.cache.free(digests)
+        with self._lock:
+            for d in digests - pinned:
+                self._versions.pop(d, None)
+        return {"key": key, "freed_bytes": freed, "pinned_files_kept": len(pinned)}
+
+    def set_ttl(self, target: str, ttl_s: float | None) -> dict[str, Any]:
+        key = self.target_key(target)
+        if ttl_s is None:
+            self.ttls.pop(key, None)
+        else:
+            if ttl_s <= 0:
+                raise ManagementError("a TTL must be positive")
+            self.ttls[key] = ttl_s
+        self._save_rule("ttl", key, ttl_s)
+        return {"key": key, "ttl_s": ttl_s}
+
+    def rules(self) -> dict[str, Any]:
+        return {"pins": sorted(self.pins), "ttls": dict(sorted(self.ttls.items()))}
+
+    def expire(self, now: float | None = None) -> int:
+        """Free the cached versions whose path has a TTL they have outlived; returns bytes.
+
+        The clock of a version starts when this gateway process first caches it.
+        """
+        if not self.ttls:
+            return 0
+        now = time.time() if now is None else now
+        with self._lock:
+            due = {
+                d
+                for d, (k, since) in self._versions.items()
+                if (ttl := _ttl_for(k, self.ttls)) is not None and now - since >= ttl
+            }
+        if not due:
+            return 0
+        pinned = {d for d in due if self.cache.is_pinned(d)}
+        freed = self.cache.free(due)
+        with self._lock:
+            for d in due - pinned:
+                self._versions.pop(d, None)
+        if freed:
+            log.info("cache: TTL freed %d bytes of %d file versions", freed, len(due - pinned))
+        return freed
+
+    def _files_quietly(self, key: str) -> list[Resolved]:
+        try:
+            return self.files_under(key)
+        except (UfsError, ManagementError) as e:
+            log.warning("cache: could not list %s: %s", key, e)
+            return []
+
+
+def _under(key: str, prefix: str) -> bool:
+    return key == prefix or key.startswith(prefix.rstrip("/") + "/")
+
+
+def _under_any(key: str, prefixes: Any) -> bool:
+    return any(_under(key, p) for p in prefixes)
+
+
+def _ttl_for(key: str, ttls: dict[str, float]) -> float | None:
+    """The TTL of the longest TTL'd prefix of a key."""
+    best: tuple[int, float] | None = None
+    for p, ttl in ttls.items():
+        if _under(key, p) and (best is None or len(p) > best[0]):
+            best = (len(p), ttl)
+    return best[1] if best else None
+
+
+class CacheCollector:
+    """Per-tier figures of one gateway as Prometheus metrics, read at scrape time."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Any:
+        u = self.gw.cache.usage()
+        st = self.gw.cache.stats
+        cap = GaugeMetricFamily("metaproxy_cache_capacity_bytes", "Capacity of a cache tier", labels=["tier"])
+        used = GaugeMetricFamily("metaproxy_cache_used_bytes", "Bytes held by a cache tier", labels=["tier"])
+        blocks = GaugeMetricFamily("metaproxy_cache_blocks", "Blocks held by a cache tier", labels=["tier"])
+        for tier in ("memory", "disk"):
+            cap.add_metric([tier], u[f"{tier}_capacity"])
+            used.add_metric([tier], u[f"{tier}_used"])
+            blocks.add_metric([tier], u[f"{tier}_blocks"])
+        yield cap
+        yield used
+        yield blocks
+        yield GaugeMetricFamily(
+            "metaproxy_cache_pinned_bytes", "Bytes of pinned file versions", value=u["pinned_bytes"]
+        )
+        yield GaugeMetricFamily(
+            "metaproxy_cache_hit_ratio", "Bytes served from cache / bytes served", value=st.hit_ratio
+        )
+        served = CounterMetricFamily(
+            "metaproxy_cache_served_bytes", "Bytes served, by source", labels=["source"]
+        )
+        served.add_metric(["memory"], st.bytes_from_memory)
+        served.add_metric(["disk"], st.bytes_from_disk)
+        served.add_metric(["ufs"], st.bytes_from_ufs)
+        yield served
+        ev = CounterMetricFamily("metaproxy_cache_evictions", "Blocks evicted, by tier", labels=["tier"])
+        ev.add_metric(["memory"], st.evictions_memory)
+        ev.add_metric(["disk"], st.evictions_disk)
+        yield ev
+        yield CounterMetricFamily(
+            "metaproxy_cache_disk_errors", "Disk tier failures read through to the UFS", value=st.disk_errors
+        )
+        yield CounterMetricFamily(
+            "metaproxy_cache_corrupt_blocks",
+            "Disk blocks that failed their checksum",
+            value=st.corrupt_blocks,
+        )
+        ufs = CounterMetricFamily(
+            "metaproxy_cache_ufs_read_bytes", "Bytes read from each UFS", labels=["ufs"]
+        )
+        with self.gw._lock:
+            by_ufs = dict(self.gw.bytes_by_ufs)
+        for name, n in sorted(by_ufs.items()):
+            ufs.add_metric([name], n)
+        yield ufs
+
+
+def _consume(f: asyncio.Future[Any]) -> None:
+    if not f.cancelled():
+        f.exception()
 
 
 async def _run(gw: Gateway, fn: Any, *args: Any) -> Any:
@@ -252,9 +653,8 @@ def make_app(gw: Gateway) -> web.Application:
         try:
             raw_path, _, raw_query = request.raw_path.partition("?")
             headers = {k.lower(): v for k, v in request.headers.items()}
-            if request.method not in ("GET", "HEAD"):
-                op = "write"
-                raise s3api.AccessDenied("this gateway is read-only: writes go to the mount's create target")
+            if request.method not in ("GET", "HEAD", "PUT", "DELETE"):
+                raise s3api.MethodNotAllowed(f"{request.method} is not supported by this gateway")
             s3api.verify_sigv4(
                 s3api.SignedRequest(request.method, raw_path, raw_query, headers), gw.keys, g.region
             )
@@ -266,6 +666,9 @@ def make_app(gw: Gateway) -> web.Application:
             if bucket != g.bucket:
                 raise s3api.NoSuchBucket("no such bucket", bucket)
             query = parse_qs(raw_query, keep_blank_values=True)
+            if request.method in ("PUT", "DELETE"):
+                op = "PutObject" if request.method == "PUT" else "DeleteObject"
+                return await write_object(request, key, query, headers)
             if not key:
                 if "location" in query:
                     op = "GetBucketLocation"
@@ -320,21 +723,71 @@ def make_app(gw: Gateway) -> web.Application:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{length}"
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = end - start
-        await resp.prepare(request)
         bs = gw.cache.block_size
-        pos = start
-        while pos < end:
-            index = pos // bs
-            data: bytes = await _run(gw, gw.block, r, index)
-            off = pos - index * bs
-            piece = memoryview(data)[off : min(len(data), end - index * bs)]
-            await resp.write(piece)
-            BYTES.labels(r.mount.path).inc(len(piece))
-            gw.count(r.mount.path, len(piece))
-            pos += len(piece)
+        gw.read_ahead(r, start, end)
+        # blocks of this range are fetched up to read_ahead_blocks ahead of the one being sent
+        window = max(0, g.read_ahead_blocks)
+        last_index = (end - 1) // bs
+        pending: dict[int, asyncio.Future[bytes]] = {}
+        try:
+            pos = start
+            while pos < end:
+                index = pos // bs
+                for i in range(index, min(last_index, index + window) + 1):
+                    if i not in pending:
+                        pending[i] = asyncio.ensure_future(_run(gw, gw.block, r, i))
+                data: bytes = await pending.pop(index)
+                if not resp.prepared:  # only now: a UFS that fails the first block gets a 503
+                    await resp.prepare(request)
+                off = pos - index * bs
+                piece = memoryview(data)[off : min(len(data), end - index * bs)]
+                await resp.write(piece)
+                BYTES.labels(r.mount.path).inc(len(piece))
+                gw.count(r.mount.path, len(piece))
+                pos += len(piece)
+        finally:
+            for f in pending.values():  # a reader gone early: the blocks still land in the cache
+                f.add_done_callback(_consume)
+        if not resp.prepared:
+            await resp.prepare(request)
         await resp.write_eof()
         REQUESTS.labels("GetObject", str(status)).inc()
         return resp
+
+    async def write_object(
+        request: web.Request, key: str, query: dict[str, list[str]], headers: dict[str, str]
+    ) -> web.Response:
+        if "uploads" in query or "uploadId" in query:
+            raise s3api.NotImplementedS3("multipart uploads are not supported by this gateway", key)
+        if not key:
+            raise s3api.AccessDenied("creating or deleting buckets is not allowed")
+        if request.method == "PUT" and "x-amz-copy-source" in headers:
+            raise s3api.NotImplementedS3("CopyObject is not supported by this gateway", key)
+        hit = gw.mounts.resolve_key(key)
+        if hit is None:
+            raise s3api.AccessDenied("the key is under no mount", key)
+        mount, rest = hit
+        if mount.path not in g.writable_mounts:
+            raise s3api.AccessDenied(
+                f"mount {mount.path} is read-only at the gateway ([gateway] writable_mounts)", key
+            )
+        if not rest:
+            raise s3api.AccessDenied("a mount's root is not an object", key)
+        uri = gw.mounts.ufs_location(mount, rest, mount.create_target)
+        if request.method == "DELETE":
+            await _run(gw, gw.delete_object, mount, rest, uri)
+            REQUESTS.labels("DeleteObject", "204").inc()
+            return web.Response(status=204)
+        declared = request.content_length
+        if declared is None:
+            raise s3api.MissingContentLength("Content-Length is required", key)
+        if declared > MAX_PUT:
+            raise s3api.EntityTooLarge(f"a single PutObject may carry at most {MAX_PUT} bytes here", key)
+        body = await request.content.readexactly(declared) if declared else b""
+        s3api.check_payload(headers, body)
+        st: FileStatus = await _run(gw, gw.put_object, mount, rest, uri, body)
+        REQUESTS.labels("PutObject", "200").inc()
+        return web.Response(status=200, headers={"ETag": s3api.etag(uri, st.length, st.mtime_ms)})
 
     async def list_objects(query: dict[str, list[str]]) -> web.Response:
         prefix = query.get("prefix", [""])[0]
@@ -416,7 +869,7 @@ def make_app(gw: Gateway) -> web.Application:
                 )
         return list(seen.values())
 
-    app = web.Application(client_max_size=1024)
+    app = web.Application(client_max_size=MAX_PUT)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
 
@@ -435,6 +888,8 @@ class GatewayServer:
         self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
         self._runner: web.AppRunner | None = None
         self.admin: Any = None
+        self._collector: CacheCollector | None = None
+        self._stopping = threading.Event()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -457,16 +912,44 @@ class GatewayServer:
         if not self._ready.wait(30):
             raise RuntimeError("the gateway did not start")
         g = self.config.gateway
+        gw = self.gateway
+
+        def ttl(args: dict[str, Any]) -> dict[str, Any]:
+            value = args.get("ttl_s")
+            return gw.set_ttl(str(args["path"]), None if value is None else float(value))
+
         self.admin = AdminServer(
             self.config.proxy.admin_host,
             g.admin_port,
-            lambda: {"ok": True, "port": self.port, "mounts": [m.path for m in self.gateway.mounts]},
-            {"/report": self.gateway.report},
+            lambda: {"ok": True, "port": self.port, "mounts": [m.path for m in gw.mounts]},
+            {"/report": gw.report, "/cache/rules": gw.rules},
+            {
+                "/cache/plan": lambda a: gw.plan(str(a["path"])),
+                "/cache/load": lambda a: gw.load_file(str(a["key"])),
+                "/cache/pin": lambda a: gw.pin(str(a["path"])),
+                "/cache/unpin": lambda a: gw.unpin(str(a["path"])),
+                "/cache/free": lambda a: gw.free(str(a["path"])),
+                "/cache/ttl": ttl,
+            },
         )
         self.admin.start()
+        self._collector = CacheCollector(gw)
+        REGISTRY.register(self._collector)
+        threading.Thread(target=self._sweep, name="cache-ttl", daemon=True).start()
         return self
 
+    def _sweep(self) -> None:
+        while not self._stopping.wait(self.config.gateway.ttl_check_interval_s):
+            try:
+                self.gateway.expire()
+            except Exception as e:
+                log.warning("cache: TTL sweep failed: %s", e)
+
     def stop(self) -> None:
+        self._stopping.set()
+        if self._collector is not None:
+            REGISTRY.unregister(self._collector)
+            self._collector = None
         if self.admin is not None:
             self.admin.stop()
         self.loop.call_soon_threadsafe(self.loop.stop)

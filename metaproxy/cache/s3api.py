@@ -68,6 +68,26 @@ class MethodNotAllowed(S3Error):
     status, code = 405, "MethodNotAllowed"
 
 
+class NotImplementedS3(S3Error):
+    status, code = 501, "NotImplemented"
+
+
+class MissingContentLength(S3Error):
+    status, code = 411, "MissingContentLength"
+
+
+class BadDigest(S3Error):
+    status, code = 400, "BadDigest"
+
+
+class XAmzContentSHA256Mismatch(S3Error):
+    status, code = 400, "XAmzContentSHA256Mismatch"
+
+
+class EntityTooLarge(S3Error):
+    status, code = 400, "EntityTooLarge"
+
+
 class SlowDown(S3Error):
     status, code = 503, "SlowDown"
 
@@ -169,6 +189,21 @@ def verify_sigv4(
     if not hmac.compare_digest(expected, m.group("sig")):
         raise SignatureDoesNotMatch("the request signature does not match (check the secret key)")
     return access_key
+
+
+def check_payload(headers: Mapping[str, str], body: bytes) -> None:
+    """The body of a signed write must be the one that was signed (and match Content-MD5)."""
+    declared = headers.get("x-amz-content-sha256", "")
+    if declared.startswith("STREAMING-"):
+        raise NotImplementedS3(f"{declared} (aws-chunked) uploads are not supported; send a signed payload")
+    if declared != "UNSIGNED-PAYLOAD" and not hmac.compare_digest(declared, hashlib.sha256(body).hexdigest()):
+        raise XAmzContentSHA256Mismatch("the body does not match x-amz-content-sha256")
+    md5 = headers.get("content-md5")
+    if md5 is not None:
+        import base64
+
+        if not hmac.compare_digest(md5.strip(), base64.b64encode(hashlib.md5(body).digest()).decode()):
+            raise BadDigest("the body does not match Content-MD5")
 
 
 # --------------------------------------------------------------------------------------------

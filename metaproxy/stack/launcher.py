@@ -747,6 +747,9 @@ access_key = "{GATEWAY_ACCESS_KEY}"
 secret_key = "{GATEWAY_SECRET_KEY}"
 block_size = "1MiB"
 admin_port = {st.port("gateway_admin")}
+pinned_max = "1GiB"
+ttl_check_interval = "1s"
+writable_mounts = ["/lake"]
 
 [gateway.memory]
 capacity = "512MiB"
