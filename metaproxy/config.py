@@ -404,7 +404,11 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base_dir: Path 
         block_size=block_size,
         memory=memory,
         disk=disk,
-        pinned_max=gw.size("pinned_max", GatewayConfig.pinned_max),
+        # by default at most the tier that holds pins (the disk tier, else memory)
+        pinned_max=gw.size(
+            "pinned_max",
+            min(GatewayConfig.pinned_max, disk.capacity if disk.capacity > 0 else memory.capacity),
+        ),
         stale_after_s=gw.duration("stale_after", 5.0),
         read_ahead_blocks=gw.get("read_ahead_blocks", int, 2),
         admin_port=_port(gw, "admin_port", 9186),

@@ -358,26 +358,25 @@ class BlockCache:
             return sum(self._pinned.values())
 
     def free(self, digests: set[str]) -> int:
-        """Evict every block of these file versions from both tiers; returns the bytes freed.
-
-        Pinned versions are skipped (unpin first).
+        """Evict every block of these file versions from both tiers; returns the bytes freed
+        (a block held in both tiers counts once). Pinned versions are skipped (unpin first).
         """
-        freed = 0
+        freed: dict[str, int] = {}
         doomed: list[str] = []
         with self._lock:
             targets = digests - self._pinned.keys()
             for k in [k for k in self._memory if k.digest in targets]:
-                freed += len(self._memory.pop(k))
+                freed[k.file_name()] = len(self._memory.pop(k))
                 self._mem_lru.remove(k)
             for name in [n for n in self._disk_lru.items if _digest_of_name(n) in targets]:
-                freed += self._disk_lru.items[name]
+                freed[name] = self._disk_lru.items[name] - _HEADER.size
                 self._disk_lru.remove(name)
                 doomed.append(name)
         if self._disk_dir is not None:
             for name in doomed:
                 with contextlib.suppress(OSError):
                     (self._disk_dir / name).unlink()
-        return freed
+        return sum(freed.values())
 
     def cached_bytes(self, digest: str) -> int:
         """Bytes of one file version held in either tier (a block in both counts once)."""

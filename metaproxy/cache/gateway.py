@@ -653,7 +653,7 @@ def make_app(gw: Gateway) -> web.Application:
         try:
             raw_path, _, raw_query = request.raw_path.partition("?")
             headers = {k.lower(): v for k, v in request.headers.items()}
-            if request.method not in ("GET", "HEAD", "PUT", "DELETE"):
+            if request.method not in ("GET", "HEAD", "PUT", "DELETE", "POST"):
                 raise s3api.MethodNotAllowed(f"{request.method} is not supported by this gateway")
             s3api.verify_sigv4(
                 s3api.SignedRequest(request.method, raw_path, raw_query, headers), gw.keys, g.region
@@ -666,6 +666,11 @@ def make_app(gw: Gateway) -> web.Application:
             if bucket != g.bucket:
                 raise s3api.NoSuchBucket("no such bucket", bucket)
             query = parse_qs(raw_query, keep_blank_values=True)
+            if request.method == "POST":
+                op = "Post"
+                raise s3api.NotImplementedS3(
+                    "multipart uploads and multi-object deletes are not supported by this gateway", key
+                )
             if request.method in ("PUT", "DELETE"):
                 op = "PutObject" if request.method == "PUT" else "DeleteObject"
                 return await write_object(request, key, query, headers)

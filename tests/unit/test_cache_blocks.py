@@ -142,3 +142,51 @@ def test_restart_removes_crash_leftovers_but_not_writes_in_flight(tmp_path: Path
     assert cache.stats.disk_errors == 0
     blocks = [f for f in tmp_path.rglob("*") if f.is_file()]
     assert len(blocks) == 20 and not any(".tmp-" in f.name for f in blocks)
+
+
+def test_pinned_blocks_are_never_evicted(tmp_path: Path) -> None:
+    cache = BlockCache(BS, BS, tmp_path, 4 * (BS + 16))
+    calls: list[BlockKey] = []
+    pinned = [BlockKey("hdfs://nn/pinned", 2 * BS, 1, i) for i in range(2)]
+    cache.pin(pinned[0].digest, 2 * BS)
+    for k in pinned:
+        cache.get(k, fetcher(calls))
+    for i in range(10):  # churn far past the disk tier's capacity
+        cache.get(key(i), fetcher(calls))
+    assert cache.cached_bytes(pinned[0].digest) == 2 * BS
+    assert cache.usage()["pinned_bytes"] == 2 * BS
+    before = len(calls)
+    for k in pinned:
+        cache.get(k, fetcher(calls))
+    assert len(calls) == before  # served from the cache
+    cache.unpin(pinned[0].digest)
+    for i in range(10, 20):
+        cache.get(key(i), fetcher(calls))
+    assert cache.cached_bytes(pinned[0].digest) == 0
+
+
+def test_pins_hold_in_memory_without_a_disk_tier() -> None:
+    cache = BlockCache(BS, 2 * BS, None, 0)
+    calls: list[BlockKey] = []
+    k = BlockKey("hdfs://nn/pinned", BS, 1, 0)
+    cache.pin(k.digest, BS)
+    cache.get(k, fetcher(calls))
+    for i in range(5):
+        cache.get(key(i), fetcher(calls))
+    assert cache.cached_bytes(k.digest) == BS
+
+
+def test_free_drops_a_version_from_both_tiers_but_keeps_pins(tmp_path: Path) -> None:
+    cache = BlockCache(BS, 10 * BS, tmp_path, 100 * BS)
+    calls: list[BlockKey] = []
+    a = [BlockKey("hdfs://nn/a", 3 * BS, 1, i) for i in range(3)]
+    b = BlockKey("hdfs://nn/b", BS, 1, 0)
+    for k in [*a, b]:
+        cache.get(k, fetcher(calls))
+    cache.pin(b.digest, BS)
+    assert cache.free({a[0].digest, b.digest}) == 3 * BS  # in both tiers, counted once
+    assert cache.cached_bytes(a[0].digest) == 0
+    assert cache.cached_bytes(b.digest) == BS
+    assert not [f for f in tmp_path.rglob(f"{a[0].digest}.*")]
+    cache.get(a[0], fetcher(calls))
+    assert calls[-1] == a[0]  # refetched
