@@ -28,6 +28,7 @@ import uuid
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -38,6 +39,8 @@ log = logging.getLogger("metaproxy.cache")
 
 _HEADER = struct.Struct(">4sIQ")  # magic, crc32, length
 _MAGIC = b"MPB1"
+#: the most bytes a write-behind cache keeps queued for its disk tier
+MAX_WRITE_BEHIND = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,10 @@ class BlockCache:
         memory_capacity: int,
         disk_dir: str | os.PathLike[str] | None,
         disk_capacity: int,
+        write_behind: bool = False,
     ) -> None:
+        """``write_behind``: blocks go to the disk tier on a writer thread, off the reader's
+        path (up to ``MAX_WRITE_BEHIND`` bytes queued; past that, writes are synchronous)."""
         self.block_size = block_size
         self.stats = CacheStats()
         self._lock = threading.Lock()
@@ -165,6 +171,13 @@ class BlockCache:
             self.disk_ready.set()
         else:
             threading.Thread(target=self._rebuild_index, name="cache-index", daemon=True).start()
+        self._writer = (
+            ThreadPoolExecutor(1, thread_name_prefix="cache-disk-writer")
+            if write_behind and self._disk_dir is not None
+            else None
+        )
+        self._queued = 0
+        self._queued_cv = threading.Condition()
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -202,7 +215,10 @@ class BlockCache:
                 with self._lock:
                     self.stats.misses += 1
                     self.stats.bytes_from_ufs += len(data)
-                self._write_disk(key, data)
+                if self._writer is not None and self._reserve(len(data)):
+                    self._writer.submit(self._write_behind, key, data)
+                else:
+                    self._write_disk(key, data)
             self._put_memory(key, data)
             flight.data = data
             return data
@@ -213,6 +229,16 @@ class BlockCache:
             flight.done.set()
             with self._lock:
                 self._flights.pop(key, None)
+
+    def get_cached(self, key: BlockKey) -> bytes | None:
+        """The block if the memory tier holds it (counted as a hit), else None: no waiting."""
+        with self._lock:
+            data = self._memory.get(key)
+            if data is not None:
+                self._mem_lru.touch(key)
+                self.stats.memory_hits += 1
+                self.stats.bytes_from_memory += len(data)
+            return data
 
     def _put_memory(self, key: BlockKey, data: bytes) -> None:
         with self._lock:
@@ -264,6 +290,34 @@ class BlockCache:
             self._disk_lru.remove(name)
         with contextlib.suppress(OSError):
             path.unlink()
+
+    def _reserve(self, n: int) -> bool:
+        with self._queued_cv:
+            if self._queued + n > MAX_WRITE_BEHIND:
+                return False
+            self._queued += n
+            return True
+
+    def _write_behind(self, key: BlockKey, data: bytes) -> None:
+        try:
+            self._write_disk(key, data)
+        except Exception as e:  # never lose the writer thread
+            log.warning("cache: disk tier write failed: %s", e)
+        finally:
+            with self._queued_cv:
+                self._queued -= len(data)
+                self._queued_cv.notify_all()
+
+    def flush(self, timeout: float = 60.0) -> bool:
+        """Wait until queued disk writes are done; False if they did not finish in time."""
+        with self._queued_cv:
+            return self._queued_cv.wait_for(lambda: self._queued == 0, timeout)
+
+    def close(self) -> None:
+        """Finish queued disk writes and stop the writer thread."""
+        if self._writer is not None:
+            self.flush()
+            self._writer.shutdown(wait=True)
 
     def _write_disk(self, key: BlockKey, data: bytes) -> None:
         if self._disk_dir is None:

@@ -39,6 +39,8 @@ log = logging.getLogger("metaproxy.gateway")
 
 REQUESTS = Counter("metaproxy_gateway_requests", "S3 requests to the gateway", ["op", "status"])
 BYTES = Counter("metaproxy_gateway_bytes_served", "Bytes served by the gateway", ["mount"])
+#: bytes handed to the transport at a time when sending a block
+WRITE_SLICE = 1024 * 1024
 #: the largest single PutObject body accepted (held in memory while it is checked and written)
 MAX_PUT = 256 * 1024 * 1024
 READ_AHEAD = Counter("metaproxy_gateway_read_ahead_blocks", "Blocks fetched ahead of sequential readers")
@@ -179,7 +181,9 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
         g = config.gateway
-        self.cache = BlockCache(g.block_size, g.memory.capacity, g.disk.path or None, g.disk.capacity)
+        self.cache = BlockCache(
+            g.block_size, g.memory.capacity, g.disk.path or None, g.disk.capacity, write_behind=True
+        )
         self.readers = UfsReaders(config)
         self.mounts: MountTable = load_mount_table(config, None)
         self._statuses: dict[str, tuple[float, FileStatus]] = {}
@@ -204,6 +208,7 @@ class Gateway:
 
     def report(self) -> dict[str, Any]:
         """What an operator wants to know about the cache (``metaproxy report``)."""
+        self.cache.flush(5.0)
         st = self.cache.stats
         with self._lock:
             by_mount = dict(self.bytes_by_mount)
@@ -309,6 +314,10 @@ class Gateway:
         with self._lock:
             for member in mount.read_priority:
                 self._statuses.pop(self.mounts.ufs_location(mount, rest, member), None)
+
+    def cached_block(self, r: Resolved, index: int) -> bytes | None:
+        """A block of ``r`` if it is in the memory tier (no UFS read, no waiting), else None."""
+        return self.cache.get_cached(BlockKey(r.ufs_uri, r.status.length, r.status.mtime_ms, index))
 
     def read_ahead(self, r: Resolved, start: int, end: int) -> None:
         """Note a read of ``[start, end)``; if it continues the previous one, fetch ahead."""
@@ -434,6 +443,7 @@ class Gateway:
 
     def plan(self, target: str) -> dict[str, Any]:
         """The files a target names, with their size and how much of each is cached."""
+        self.cache.flush()
         files = self.files_under(target)
         return {
             "key": self.target_key(target),
@@ -504,6 +514,7 @@ class Gateway:
 
     def free(self, target: str) -> dict[str, Any]:
         key = self.target_key(target)
+        self.cache.flush()
         with self._lock:
             digests = {d for d, (k, _) in self._versions.items() if _under(k, key)}
         digests |= {r.digest for r in self._files_quietly(key)}
@@ -734,19 +745,27 @@ def make_app(gw: Gateway) -> web.Application:
         window = max(0, g.read_ahead_blocks)
         last_index = (end - 1) // bs
         pending: dict[int, asyncio.Future[bytes]] = {}
+        loop = asyncio.get_running_loop()
         try:
             pos = start
             while pos < end:
                 index = pos // bs
                 for i in range(index, min(last_index, index + window) + 1):
                     if i not in pending:
-                        pending[i] = asyncio.ensure_future(_run(gw, gw.block, r, i))
+                        hit = gw.cached_block(r, i)  # memory hits need no thread hop
+                        if hit is not None:
+                            done: asyncio.Future[bytes] = loop.create_future()
+                            done.set_result(hit)
+                            pending[i] = done
+                        else:
+                            pending[i] = asyncio.ensure_future(_run(gw, gw.block, r, i))
                 data: bytes = await pending.pop(index)
                 if not resp.prepared:  # only now: a UFS that fails the first block gets a 503
                     await resp.prepare(request)
                 off = pos - index * bs
                 piece = memoryview(data)[off : min(len(data), end - index * bs)]
-                await resp.write(piece)
+                for at in range(0, len(piece), WRITE_SLICE):  # small writes: less buffering
+                    await resp.write(piece[at : at + WRITE_SLICE])
                 BYTES.labels(r.mount.path).inc(len(piece))
                 gw.count(r.mount.path, len(piece))
                 pos += len(piece)
@@ -960,3 +979,4 @@ class GatewayServer:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(30)
         self.gateway.pool.shutdown(wait=False)
+        self.gateway.cache.close()
