@@ -238,6 +238,7 @@ def report(ctx: click.Context, url: str, as_json: bool) -> None:
     table.add_row(
         "disk tier", f"{mib(t['disk_used'])} of {mib(t['disk_capacity'])} ({t['disk_blocks']} blocks)"
     )
+    table.add_row("pinned", f"{mib(t['pinned_bytes'])} in {t['pinned_files']} file versions")
     table.add_row("hit ratio", f"{rep['hit_ratio']:.1%} ({rep['hit_ratio_definition']})")
     table.add_row(
         "served from memory / disk", f"{mib(rep['bytes_from_memory'])} / {mib(rep['bytes_from_disk'])}"
@@ -248,6 +249,10 @@ def report(ctx: click.Context, url: str, as_json: bool) -> None:
         table.add_row(f"served for mount {mount}", mib(n))
     table.add_row("evictions memory / disk", f"{rep['evictions_memory']} / {rep['evictions_disk']}")
     table.add_row("disk errors / corrupt blocks", f"{rep['disk_errors']} / {rep['corrupt_blocks']}")
+    for path in rep.get("pins", []):
+        table.add_row("pinned path", f"/{path}")
+    for path, ttl in rep.get("ttls", {}).items():
+        table.add_row("TTL", f"/{path}: {ttl:g}s")
     Console().print(table)
 
 
@@ -289,10 +294,12 @@ def sample_load(scale: float, partitions: int, seed: int) -> None:
 
 def _register_groups() -> None:
     from metaproxy.cache.cli import cache
+    from metaproxy.migrate.cli import policy
     from metaproxy.stack.cli import stack
 
     cli.add_command(stack)
     cli.add_command(cache)
+    cli.add_command(policy)
 
 
 _register_groups()

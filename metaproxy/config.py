@@ -108,7 +108,7 @@ class GatewayConfig:
     disk: TierConfig = TierConfig(capacity=8 * 1024 * 1024 * 1024, path="var/cache")
     pinned_max: int = 4 * 1024 * 1024 * 1024
     stale_after_s: float = 5.0
-    read_ahead_blocks: int = 2
+    read_ahead_blocks: int = 4
     admin_port: int = 9186
     #: mounts that accept PutObject/DeleteObject (written to the mount's create target); none by default
     writable_mounts: tuple[str, ...] = ()
@@ -410,7 +410,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base_dir: Path 
             min(GatewayConfig.pinned_max, disk.capacity if disk.capacity > 0 else memory.capacity),
         ),
         stale_after_s=gw.duration("stale_after", 5.0),
-        read_ahead_blocks=gw.get("read_ahead_blocks", int, 2),
+        read_ahead_blocks=gw.get("read_ahead_blocks", int, GatewayConfig.read_ahead_blocks),
         admin_port=_port(gw, "admin_port", 9186),
         writable_mounts=tuple("/" + m.strip().strip("/") for m in gw.str_list("writable_mounts", ())),
         ttl_check_interval_s=gw.duration("ttl_check_interval", 10.0),

@@ -108,6 +108,11 @@ def test_pins_survive_churn_and_restarts_and_are_capped(
         out = run_cache(stack, gw, "pin", "/data/hot")
         assert "pinned /data/hot (1 files)" in out
         assert cached(gw, "/data/hot") == 4 * BS
+        rep = CliRunner().invoke(
+            cli, ["report", "--url", f"http://127.0.0.1:{gw.admin.port}"], terminal_width=200
+        )
+        assert rep.exit_code == 0 and "pinned path" in rep.output and "/data/hot" in rep.output, rep.output
+        assert "0.2 MiB in 1 file versions" in rep.output
         s3 = client(gw.port)
         for i in range(3):  # 24 blocks through a 10-block disk tier
             s3.get_object(Bucket="metaproxy", Key=f"data/cold/c{i}.bin")["Body"].read()
