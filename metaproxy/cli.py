@@ -294,12 +294,13 @@ def sample_load(scale: float, partitions: int, seed: int) -> None:
 
 def _register_groups() -> None:
     from metaproxy.cache.cli import cache
-    from metaproxy.migrate.cli import policy
+    from metaproxy.migrate.cli import migrate, policy
     from metaproxy.stack.cli import stack
 
     cli.add_command(stack)
     cli.add_command(cache)
     cli.add_command(policy)
+    cli.add_command(migrate)
 
 
 _register_groups()

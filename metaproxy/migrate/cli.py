@@ -63,3 +63,82 @@ def remove(ctx: click.Context, name: str) -> None:
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"removed policy {name}")
+
+
+@policy.command("status")
+@click.argument("name", required=False)
+@click.pass_context
+def status(ctx: click.Context, name: str | None) -> None:
+    """Units per state (qualified, copying, verified, flipped, removed, failed, skipped), bytes
+    and the last error, per policy."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from metaproxy.migrate.loop import policy_status
+    from metaproxy.migrate.store import MigrationStore
+
+    cfg = load_config(ctx.obj["config_path"])
+    store = MigrationStore(cfg.state_path)
+    try:
+        report = policy_status(store, name)
+    finally:
+        store.close()
+    if not report:
+        click.echo("no units yet" + (f" for policy {name}" if name else ""))
+        return
+    table = Table("policy", "units", "states", "copied / total", "last error")
+    for pname, p in sorted(report.items()):
+        states = ", ".join(f"{k} {v}" for k, v in sorted(p["states"].items()))
+        table.add_row(
+            pname,
+            str(p["units"]),
+            states,
+            f"{p['copied_bytes'] / 2**20:,.1f} / {p['bytes'] / 2**20:,.1f} MiB",
+            p["last_error"],
+        )
+    Console().print(table)
+
+
+@click.group("migrate")
+def migrate() -> None:
+    """Run the migration loop."""
+
+
+@migrate.command("once")
+@click.option("--policy", "only", default=None, help="Only this policy.")
+@click.pass_context
+def once(ctx: click.Context, only: str | None) -> None:
+    """One pass over the policies: discover units, copy, verify, flip, remove."""
+    import os
+
+    from metaproxy.migrate.loop import Migrator, crash_hook
+
+    m = Migrator(load_config(ctx.obj["config_path"]))
+    if os.environ.get("METAPROXY_CRASH_AT"):
+        m.before_step = crash_hook(os.environ["METAPROXY_CRASH_AT"])
+    try:
+        r = m.run_once(only)
+    finally:
+        m.close()
+    click.echo(", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())) or "no units")
+    for e in r.errors:
+        click.echo(f"error: {e}", err=True)
+
+
+@migrate.command("run")
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run the loop: one pass every [migrate] interval, until SIGTERM or Ctrl-C."""
+    import signal
+    import threading
+
+    from metaproxy.migrate.loop import Migrator
+
+    m = Migrator(load_config(ctx.obj["config_path"]))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        m.serve(stop)
+    finally:
+        m.close()

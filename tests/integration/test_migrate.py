@@ -1,0 +1,290 @@
+"""The migration loop against the real stack: HMS units, WebHDFS → S3 copies, verification,
+flips the proxy serves to Trino, removal after the grace period, and kill -9 at many points."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import tomllib
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from metaproxy.config import Config, parse_config
+from metaproxy.migrate.flips import load_flips
+from metaproxy.migrate.loop import Migrator
+from metaproxy.migrate.policy import add_policy, remove_policy
+from metaproxy.migrate.store import MigrationStore
+from metaproxy.sample_data import _storage, parquet_bytes
+from metaproxy.state import open_state
+from metaproxy.ufs.webhdfs import WebHdfs, hdfs_path
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.string())])
+POLICY = "ufsMigrate(olderThan(1m), UFS[hdfs]:REMOVE, UFS[s3]:STORE)"
+
+
+def config_for(stack: dict[str, Any], bucket: str, **migrate: Any) -> Config:
+    """The stack's own config (so the proxy sees the flips), with this test's target bucket."""
+    raw = tomllib.loads(Path(stack["config"]).read_text())
+    raw["migrate"] = {"target": f"s3://{bucket}/", "grace_period": "1h", **migrate}
+    return parse_config(raw, stack["config"])
+
+
+@pytest.fixture
+def lake(stack: dict[str, Any], s3_client: Any) -> Iterator[dict[str, Any]]:
+    """A database under the /tpcds mount with a 4-partition table; d=1,2 are two hours old."""
+    from hive_metastore.ttypes import Database, FieldSchema, Partition, Table
+
+    from metaproxy.hms import connect
+
+    tag = uuid.uuid4().hex[:8]
+    db = f"mig_{tag}"
+    location = f"{stack['hdfs']}/warehouse/tpcds/{db}"
+    fs = WebHdfs(stack["webhdfs"])
+    old_ms = int((time.time() - 7200) * 1000)
+    expected = {}
+    for d in (1, 2, 3, 4):
+        ids = list(range(d * 1000, d * 1000 + 50 * d))
+        t = pa.table({"id": ids, "v": [f"row-{i}" for i in ids]}, schema=SCHEMA)
+        for n in range(2):  # two files per partition
+            path = hdfs_path(f"{location}/t/d={d}/part-{n}.parquet")
+            fs.create(path, parquet_bytes(t.slice(n * 25 * d, 25 * d)))
+            if d <= 2:
+                fs.set_times(path, mtime_ms=old_ms)
+        expected[d] = (len(ids), sum(ids))
+    with connect(stack["hms"]) as c:
+        c.create_database(Database(name=db, locationUri=location, parameters={}))
+        c.create_table(
+            Table(
+                tableName="t",
+                dbName=db,
+                owner="test",
+                createTime=int(time.time()),
+                lastAccessTime=0,
+                retention=0,
+                sd=_storage(SCHEMA, f"{location}/t"),
+                partitionKeys=[FieldSchema(name="d", type="bigint", comment=None)],
+                parameters={"EXTERNAL": "TRUE"},
+                tableType="EXTERNAL_TABLE",
+            )
+        )
+        c.add_partitions(
+            [
+                Partition(
+                    values=[str(d)],
+                    dbName=db,
+                    tableName="t",
+                    createTime=int(time.time()),
+                    lastAccessTime=0,
+                    sd=_storage(SCHEMA, f"{location}/t/d={d}"),
+                    parameters={},
+                )
+                for d in (1, 2, 3, 4)
+            ]
+        )
+    bucket = f"migrated-{tag}"
+    s3_client.create_bucket(Bucket=bucket)
+    state = open_state(config_for(stack, bucket).state_path)
+    add_policy(state, f"p-{tag}", f"/tpcds/{db}/t", POLICY)
+    yield {"db": db, "location": location, "bucket": bucket, "policy": f"p-{tag}", "expected": expected}
+    remove_policy(state, f"p-{tag}")
+    state.conn.close()
+    with connect(stack["hms"]) as c:
+        c.drop_database(db, False, True)
+    fs.delete(hdfs_path(location), recursive=True)
+
+
+def wait_for(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+def rows(trino_query: Any, catalog: str, db: str) -> dict[int, tuple[int, int]]:
+    got = trino_query("SELECT d, count(*), sum(id) FROM t GROUP BY d", catalog=catalog, schema=db)
+    return {int(d): (int(n), int(s)) for d, n, s in got}
+
+
+def paths(trino_query: Any, db: str) -> dict[int, set[str]]:
+    got = trino_query('SELECT DISTINCT d, "$path" FROM t', catalog="onprem", schema=db)
+    out: dict[int, set[str]] = {}
+    for d, p in got:
+        out.setdefault(int(d), set()).add(
+            p.split("://", 1)[0] + "://" + p.split("://", 1)[1].split("/", 1)[0]
+        )
+    return out
+
+
+def test_policy_migrates_flips_and_removes(
+    stack: dict[str, Any], lake: dict[str, Any], trino_query: Any, s3_client: Any
+) -> None:
+    db, bucket = lake["db"], lake["bucket"]
+    assert rows(trino_query, "direct", db) == lake["expected"]
+    assert rows(trino_query, "onprem", db) == lake["expected"]
+
+    m = Migrator(config_for(stack, bucket))
+    try:
+        report = m.run_once(lake["policy"])
+    finally:
+        m.close()
+    assert report.counts == {"flipped": 2, "skipped": 2}, report
+    # the copies are in S3 under a per-attempt prefix; the flips are in the state DB
+    keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert len(keys) == 4 and all(k.startswith(f"{db}/t/d=") for k in keys)
+    flips = {s: t for s, t in load_flips(stack_state(stack)).items() if db in s}
+    assert sorted(flips) == [f"{lake['location']}/t/d=1", f"{lake['location']}/t/d=2"]
+    # through the proxy, Trino now reads d=1,2 from S3 and the answers do not change
+    wait_for(lambda: paths(trino_query, db).get(1) == {f"s3://{bucket}"}, "the proxy to serve the flip")
+    p = paths(trino_query, db)
+    assert p[2] == {f"s3://{bucket}"} and p[3] == {"s3://metaproxy"} and p[4] == {"s3://metaproxy"}
+    assert rows(trino_query, "onprem", db) == lake["expected"]
+    # the on-prem catalog itself was never changed
+    assert rows(trino_query, "direct", db) == lake["expected"]
+    fs = WebHdfs(stack["webhdfs"])
+    assert fs.exists(hdfs_path(f"{lake['location']}/t/d=1/part-0.parquet"))  # grace period: 1h
+
+    time.sleep(2.1)  # the shortest grace period: two proxy refresh intervals (1s each here)
+    m = Migrator(config_for(stack, bucket, grace_period="0s"))
+    try:
+        report = m.run_once(lake["policy"])
+        status = m.status(lake["policy"])[lake["policy"]]
+    finally:
+        m.close()
+    assert report.counts == {"removed": 2, "skipped": 2}
+    assert not fs.exists(hdfs_path(f"{lake['location']}/t/d=1"))
+    assert fs.exists(hdfs_path(f"{lake['location']}/t/d=3/part-0.parquet"))
+    assert rows(trino_query, "onprem", db) == lake["expected"]
+    assert status["states"] == {"removed": 2, "skipped": 2}
+    assert status["copied_bytes"] == status["bytes"] > 0
+    assert "olderThan" in status["last_error"]
+
+
+def stack_state(stack: dict[str, Any]) -> str:
+    return config_for(stack, "x").state_path
+
+
+# "any:N": killed just before the Nth step of the run (the run takes N-1 steps). A unit takes
+# 11 steps (start_attempt, then per file copy/copied/verify, verified, flip, removing, removed),
+# so these 14 runs stop at 14 different places of the two units' 22 and each is killed.
+CRASH_POINTS = ["any:2"] * 8 + ["any:3"] * 6
+
+
+def test_kill_9_at_many_points_keeps_the_invariants(
+    stack: dict[str, Any], lake: dict[str, Any], tmp_path: Path, s3_client: Any, trino_query: Any
+) -> None:
+    """Each run is killed (SIGKILL) at the Nth time it reaches a step; after each, the state
+    must hold: nothing flipped without all files verified and present, no source removed
+    before its flip, no byte counted twice. A last clean run finishes the job."""
+    db, bucket = lake["db"], lake["bucket"]
+    raw = tomllib.loads(Path(stack["config"]).read_text())
+    raw["migrate"] = {"target": f"s3://{bucket}/", "grace_period": "0s"}
+    conf = tmp_path / "metaproxy.toml"
+    conf.write_text(_toml(raw))
+    fs = WebHdfs(stack["webhdfs"])
+    crashes = 0
+    for point in CRASH_POINTS:
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "metaproxy",
+                "--config",
+                str(conf),
+                "migrate",
+                "once",
+                "--policy",
+                lake["policy"],
+            ],
+            env={**os.environ, "METAPROXY_CRASH_AT": point},
+            capture_output=True,
+            timeout=300,
+        )
+        crashes += r.returncode == -9
+        check_invariants(stack, lake, s3_client, fs)
+    assert crashes >= 10, f"only {crashes} runs were killed"
+    command = [sys.executable, "-m", "metaproxy", "--config", str(conf), "migrate", "once"]
+    for _ in range(2):  # finish; the second run comes after the shortest grace period
+        r = subprocess.run([*command, "--policy", lake["policy"]], capture_output=True, timeout=300)
+        assert r.returncode == 0, r.stderr.decode()[-2000:]
+        time.sleep(2.5)
+    check_invariants(stack, lake, s3_client, fs)
+    store = MigrationStore(stack_state(stack))
+    try:
+        units = {u["part"]: u for u in store.units(lake["policy"])}
+    finally:
+        store.close()
+    assert units["d=1"]["state"] == units["d=2"]["state"] == "removed"
+    assert rows(trino_query, "onprem", db) == lake["expected"]
+
+
+def check_invariants(stack: dict[str, Any], lake: dict[str, Any], s3_client: Any, fs: WebHdfs) -> None:
+    store = MigrationStore(stack_state(stack))
+    try:
+        flips = load_flips(stack_state(stack))
+        for u in store.units(lake["policy"]):
+            files = store.files(u["id"], u["attempt"])
+            assert u["copied_bytes"] <= u["bytes"], u  # never double-counted
+            flipped = u["source"] in flips
+            if flipped:  # invariant: a flipped unit has every file verified and present
+                assert flips[u["source"]] == u["dest"]
+                assert files and all(f["state"] == "verified" for f in files), u
+                bucket, prefix = u["dest"].split("://", 1)[1].split("/", 1)
+                for f in files:
+                    head = s3_client.head_object(Bucket=bucket, Key=f"{prefix}/{f['rel']}")
+                    assert head["ContentLength"] == f["length"]
+            else:  # invariant: an unflipped unit still has all its source bytes
+                assert u["state"] not in ("flipped", "removing", "removed"), u
+                for d in (1, 2):
+                    if u["part"] == f"d={d}":
+                        for n in range(2):
+                            assert fs.exists(hdfs_path(f"{lake['location']}/t/d={d}/part-{n}.parquet"))
+            if u["state"] in ("removing", "removed"):
+                assert flipped
+    finally:
+        store.close()
+
+
+def _toml(raw: dict[str, Any]) -> str:
+    """A small TOML writer for the config dict (strings, numbers, booleans, lists, tables)."""
+    import json
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return str(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(v)
+
+    out: list[str] = []
+
+    def table(prefix: str, d: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in d.items() if not isinstance(v, dict) and not _is_aot(v)}
+        if prefix:
+            out.append(f"[{prefix}]")
+        out.extend(f"{k} = {value(v)}" for k, v in scalars.items())
+        for k, v in d.items():
+            if isinstance(v, dict):
+                table(f"{prefix}.{k}" if prefix else k, v)
+            elif _is_aot(v):
+                for item in v:
+                    out.append(f"[[{prefix + '.' if prefix else ''}{k}]]")
+                    out.extend(f"{ik} = {value(iv)}" for ik, iv in item.items())
+
+    table("", raw)
+    return "\n".join(out) + "\n"
+
+
+def _is_aot(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
