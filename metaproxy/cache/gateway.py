@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import threading
 import time
@@ -39,6 +40,8 @@ log = logging.getLogger("metaproxy.gateway")
 
 REQUESTS = Counter("metaproxy_gateway_requests", "S3 requests to the gateway", ["op", "status"])
 BYTES = Counter("metaproxy_gateway_bytes_served", "Bytes served by the gateway", ["mount"])
+#: how often read times (for ``unusedFor`` policies) are written to the state DB
+READS_FLUSH_S = 5.0
 #: bytes handed to the transport at a time when sending a block
 WRITE_SLICE = 1024 * 1024
 #: the largest single PutObject body accepted (held in memory while it is checked and written)
@@ -199,6 +202,8 @@ class Gateway:
         self.ttls: dict[str, float] = {}
         #: where each file's last read ended, to spot sequential readers
         self._last_end: OrderedDict[str, int] = OrderedDict()
+        #: read times not yet written to the state DB: gateway key → wall clock
+        self._reads: dict[str, float] = {}
         self.refresh_mounts()
         self._load_rules()
 
@@ -298,6 +303,30 @@ class Gateway:
             return data
 
         return self.cache.get(key, fetch)
+
+    def note_read(self, key: str) -> None:
+        """Remember that ``key`` was read (for ``unusedFor`` policies); flushed in batches."""
+        with self._lock:
+            self._reads[key] = time.time()
+
+    def flush_reads(self) -> None:
+        """Write the read times noted since the last flush to the state DB (``reads``)."""
+        with self._lock:
+            batch, self._reads = self._reads, {}
+        if not batch:
+            return
+        from metaproxy.state import open_state
+
+        db = open_state(self.config.state_path)
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS reads (key TEXT PRIMARY KEY, last_read REAL NOT NULL)")
+            db.conn.executemany(
+                "INSERT INTO reads (key, last_read) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET last_read = max(last_read, excluded.last_read)",
+                list(batch.items()),
+            )
+        finally:
+            db.conn.close()
 
     def put_object(self, mount: Mount, rest: str, uri: str, body: bytes) -> FileStatus:
         """Write one object to the mount's create target; later reads see it at once."""
@@ -722,6 +751,7 @@ def make_app(gw: Gateway) -> web.Application:
 
     async def get_object(request: web.Request, key: str) -> web.StreamResponse:
         r: Resolved = await _run(gw, gw.resolve, key)
+        gw.note_read(r.key)
         length = r.status.length
         headers = {
             "ETag": s3api.etag(r.ufs_uri, length, r.status.mtime_ms),
@@ -963,11 +993,21 @@ class GatewayServer:
         return self
 
     def _sweep(self) -> None:
-        while not self._stopping.wait(self.config.gateway.ttl_check_interval_s):
+        every = min(self.config.gateway.ttl_check_interval_s, READS_FLUSH_S)
+        last_ttl = time.monotonic()
+        while not self._stopping.wait(every):
             try:
-                self.gateway.expire()
+                self.gateway.flush_reads()
             except Exception as e:
-                log.warning("cache: TTL sweep failed: %s", e)
+                log.warning("could not record read times: %s", e)
+            if time.monotonic() - last_ttl >= self.config.gateway.ttl_check_interval_s:
+                last_ttl = time.monotonic()
+                try:
+                    self.gateway.expire()
+                except Exception as e:
+                    log.warning("cache: TTL sweep failed: %s", e)
+        with contextlib.suppress(Exception):
+            self.gateway.flush_reads()
 
     def stop(self) -> None:
         self._stopping.set()

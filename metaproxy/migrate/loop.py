@@ -30,6 +30,10 @@ from metaproxy.ufs.webhdfs import WebHdfs, hdfs_path
 log = logging.getLogger("metaproxy.migrate")
 
 MAX_BACKOFF_S = 600.0
+HELD_WITHOUT_WRITE_BACK = (
+    "REMOVE held: the on-prem HMS still names the HDFS copy, which clients reading the HMS directly "
+    "use; set [migrate] write_back_to_hms = true to give them the S3 location first"
+)
 
 
 @dataclass
@@ -85,6 +89,7 @@ class Migrator:
         #: the proxy must have served the flip before a source goes: never less than two of its
         #: refresh intervals, whatever [migrate] grace_period says
         self.grace_s = max(m.grace_period_s, 2 * config.proxy.mount_refresh_s)
+        self._mounts: MountTable | None = None
         #: test hook: called with the name of each step just before it is taken
         self.before_step: Any = None
 
@@ -163,7 +168,7 @@ class Migrator:
 
     def run_once(self, only: str | None = None) -> PassReport:
         report = PassReport()
-        mounts = self.mounts()
+        mounts = self._mounts = self.mounts()
         self.cleanup_stale()
         for row, expr in self.policies():
             if only and row["name"] != only:
@@ -175,12 +180,23 @@ class Migrator:
                 log.warning(msg)
                 report.errors.append(msg)
                 continue
+            driven: set[int] = set()
             for ref in refs:
                 if scheme_of(ref.location) != "hdfs":
                     continue  # only HDFS units move
                 unit = self.store.upsert_unit(row["name"], ref.db, ref.table, ref.part, ref.location)
-                state = self.drive(unit, expr)
-                report.add(state)
+                driven.add(unit["id"])
+                report.add(self.drive(unit, expr))
+            # units under way whose HMS location no longer shows them (written back to S3)
+            for unit in self.store.units(row["name"]):
+                if unit["id"] not in driven and unit["state"] in (
+                    "copying",
+                    "verified",
+                    "flipped",
+                    "removing",
+                    "failed",
+                ):
+                    report.add(self.drive(unit, expr))
         return report
 
     def _step(self, name: str) -> None:
@@ -200,7 +216,7 @@ class Migrator:
                 state = unit["state"]
                 if state in ("qualified", "skipped"):
                     files = self.source_files(unit["source"])
-                    why = self.unmet(expr, files)
+                    why = self.unmet(expr, files, self.last_read(unit["source"]))
                     if why:
                         if state != "skipped" or unit["last_error"] != why:
                             self.store.set_state(uid, "skipped", last_error=why)
@@ -221,7 +237,17 @@ class Migrator:
                     self.store.flip(uid, unit["source"], unit["dest"])
                     unit = self.store.unit(uid)
                 elif state == "flipped":
+                    if self.config.migrate.write_back_to_hms and not unit["written_back"]:
+                        self._step("write_back")
+                        self.write_back(unit)
+                        self.store.mark_written_back(uid, unit["dest"])
+                        unit = self.store.unit(uid)
                     if scheme_of(unit["source"]) not in expr.remove:
+                        return "flipped"
+                    if not unit["written_back"]:
+                        # clients that read the on-prem HMS directly would be left with
+                        # locations whose files are gone: the source stays
+                        self.store.note(uid, HELD_WITHOUT_WRITE_BACK)
                         return "flipped"
                     if time.time() - float(unit["flipped_at"]) < self.grace_s:
                         return "flipped"
@@ -229,7 +255,7 @@ class Migrator:
                     if problem:
                         raise RuntimeError(f"not removing the source: {problem}")
                     self._step("removing")
-                    self.store.set_state(uid, "removing")
+                    self.store.set_state(uid, "removing", last_error="")
                     unit = self.store.unit(uid)
                 elif state == "removing":
                     self.remove_source(unit)
@@ -249,8 +275,22 @@ class Migrator:
             )
             return "failed"
 
+    def last_read(self, source: str) -> float | None:
+        """When the gateway last served a file of this unit (None: never recorded)."""
+        key = self._mounts.gateway_key(source) if self._mounts is not None else None
+        if key is None:
+            return None
+        try:
+            row = self.store.conn.execute(
+                "SELECT max(last_read) AS t FROM reads WHERE key = ? OR substr(key, 1, ?) = ?",
+                [key, len(key) + 1, key + "/"],
+            ).fetchone()
+        except Exception:  # no gateway has recorded a read yet
+            return None
+        return float(row["t"]) if row and row["t"] is not None else None
+
     @staticmethod
-    def unmet(expr: PolicyExpr, files: list[FileStatus]) -> str:
+    def unmet(expr: PolicyExpr, files: list[FileStatus], last_read: float | None = None) -> str:
         """Why the unit does not qualify yet ('' if it does)."""
         if not files:
             return "no files"
@@ -260,8 +300,10 @@ class Migrator:
                 newest = max(f.mtime_ms for f in files)
                 if now_ms - newest < c.seconds * 1000:
                     return f"olderThan: a file was modified {(now_ms - newest) / 1000:.0f}s ago"
-            elif c.kind == "unusedFor":
-                return "unusedFor: read times are not recorded yet"
+            elif c.kind == "unusedFor" and last_read is not None:
+                idle = now_ms / 1000 - last_read
+                if idle < c.seconds:
+                    return f"unusedFor: read through the gateway {idle:.0f}s ago"
         return ""
 
     def _dest_for(self, unit: dict[str, Any], attempt: int) -> str:
@@ -301,6 +343,31 @@ class Migrator:
             )
             return False
         return True
+
+    def write_back(self, unit: dict[str, Any]) -> None:
+        """Give the on-prem HMS the unit's S3 location (only with write_back_to_hms)."""
+        from hive_metastore import ttypes
+
+        from metaproxy.hms import connect
+
+        with connect(self.hms_uri, self.config.metastore.call_timeout_s) as c:
+            if unit["part"]:
+                p = c.get_partition_by_name(unit["db"], unit["tbl"], unit["part"])
+                if p.sd.location.rstrip("/") != unit["source"].rstrip("/"):
+                    if p.sd.location.rstrip("/") == unit["dest"].rstrip("/"):
+                        return  # done before a crash
+                    raise RuntimeError(f"the HMS location changed to {p.sd.location}; not writing back")
+                p.sd.location = unit["dest"]
+                c.alter_partition(unit["db"], unit["tbl"], p)
+            else:
+                req = ttypes.GetTablesRequest(dbName=unit["db"], tblNames=[unit["tbl"]])
+                t = c.get_table_objects_by_name_req(req).tables[0]
+                if t.sd.location.rstrip("/") == unit["dest"].rstrip("/"):
+                    return
+                if t.sd.location.rstrip("/") != unit["source"].rstrip("/"):
+                    raise RuntimeError(f"the HMS location changed to {t.sd.location}; not writing back")
+                t.sd.location = unit["dest"]
+                c.alter_table(unit["db"], unit["tbl"], t)
 
     def check_copy(self, unit: dict[str, Any]) -> str:
         bucket, prefix = _split_s3(unit["dest"])

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS units (
     copy_seconds REAL NOT NULL DEFAULT 0,
     updated REAL NOT NULL,
     flipped_at REAL,
+    written_back INTEGER NOT NULL DEFAULT 0, -- the on-prem HMS holds ``dest`` ([migrate] write_back_to_hms)
     removed_at REAL,
     UNIQUE (policy, source)
 );
@@ -202,6 +203,22 @@ class MigrationStore:
                 [time.time(), time.time(), unit_id],
             )
             self.event(unit_id, "flipped", f"{source} → {target}", c)
+
+    def mark_written_back(self, unit_id: int, location: str) -> None:
+        with self.tx() as c:
+            c.execute("UPDATE units SET written_back = 1, updated = ? WHERE id = ?", [time.time(), unit_id])
+            self.event(unit_id, "written-back", location, c)
+
+    def note(self, unit_id: int, message: str) -> None:
+        """Record why a unit waits (shown by ``policy status``), once per distinct message."""
+        with self.tx() as c:
+            row = c.execute("SELECT last_error FROM units WHERE id = ?", [unit_id]).fetchone()
+            if row["last_error"] != message:
+                c.execute(
+                    "UPDATE units SET last_error = ?, updated = ? WHERE id = ?",
+                    [message, time.time(), unit_id],
+                )
+                self.event(unit_id, "held", message, c)
 
     def stale_attempts(self) -> list[dict[str, Any]]:
         """Destinations of attempts that are not their unit's current one, not yet cleaned."""

@@ -154,7 +154,18 @@ def test_policy_migrates_flips_and_removes(
     assert fs.exists(hdfs_path(f"{lake['location']}/t/d=1/part-0.parquet"))  # grace period: 1h
 
     time.sleep(2.1)  # the shortest grace period: two proxy refresh intervals (1s each here)
+    # REMOVE without write-back is held: HMS-direct clients still need the HDFS copy
     m = Migrator(config_for(stack, bucket, grace_period="0s"))
+    try:
+        assert m.run_once(lake["policy"]).counts == {"flipped": 2, "skipped": 2}
+        held = [u for u in m.store.units(lake["policy"]) if u["state"] == "flipped"]
+    finally:
+        m.close()
+    assert all("write_back_to_hms" in u["last_error"] for u in held)
+    assert fs.exists(hdfs_path(f"{lake['location']}/t/d=1/part-0.parquet"))
+
+    # with write-back the on-prem HMS gets the S3 location, then the HDFS copy goes
+    m = Migrator(config_for(stack, bucket, grace_period="0s", write_back_to_hms=True))
     try:
         report = m.run_once(lake["policy"])
         status = m.status(lake["policy"])[lake["policy"]]
@@ -163,10 +174,53 @@ def test_policy_migrates_flips_and_removes(
     assert report.counts == {"removed": 2, "skipped": 2}
     assert not fs.exists(hdfs_path(f"{lake['location']}/t/d=1"))
     assert fs.exists(hdfs_path(f"{lake['location']}/t/d=3/part-0.parquet"))
+    from metaproxy.hms import connect
+
+    with connect(stack["hms"]) as c:
+        assert c.get_partition_by_name(db, "t", "d=1").sd.location == flips[f"{lake['location']}/t/d=1"]
+        assert c.get_partition_by_name(db, "t", "d=3").sd.location == f"{lake['location']}/t/d=3"
+    # every client keeps its answers: through the proxy, and straight from the on-prem HMS
     assert rows(trino_query, "onprem", db) == lake["expected"]
+    assert rows(trino_query, "direct", db) == lake["expected"]
     assert status["states"] == {"removed": 2, "skipped": 2}
     assert status["copied_bytes"] == status["bytes"] > 0
     assert "olderThan" in status["last_error"]
+
+
+def test_unused_for_follows_reads_through_the_gateway(
+    stack: dict[str, Any], lake: dict[str, Any], s3_client: Any
+) -> None:
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    db, bucket = lake["db"], lake["bucket"]
+    gateway = boto3.client(
+        "s3",
+        endpoint_url=stack["gateway"],
+        aws_access_key_id=stack["gateway_access_key"],
+        aws_secret_access_key=stack["gateway_secret_key"],
+        region_name=stack["s3_region"],
+        config=BotoConfig(s3={"addressing_style": "path"}),
+    )
+    gateway.get_object(Bucket="metaproxy", Key=f"tpcds/{db}/t/d=1/part-0.parquet")["Body"].read()
+    state = open_state(stack_state(stack))
+    name = lake["policy"] + "-unused"
+    add_policy(state, name, f"/tpcds/{db}/t", "ufsMigrate(olderThan(1m) & unusedFor(1h), UFS[s3]:STORE)")
+    m = Migrator(config_for(stack, bucket))
+    try:
+        wait_for(
+            lambda: m.last_read(f"{lake['location']}/t/d=1") is not None, "the gateway to record the read"
+        )
+        assert m.last_read(f"{lake['location']}/t/d=2") is None
+        report = m.run_once(name)
+        units = {u["part"]: u for u in m.store.units(name)}
+    finally:
+        m.close()
+        remove_policy(state, name)
+        state.conn.close()
+    assert report.counts == {"flipped": 1, "skipped": 3}
+    assert units["d=2"]["state"] == "flipped"
+    assert units["d=1"]["state"] == "skipped" and "unusedFor" in units["d=1"]["last_error"]
 
 
 def stack_state(stack: dict[str, Any]) -> str:
@@ -174,8 +228,8 @@ def stack_state(stack: dict[str, Any]) -> str:
 
 
 # "any:N": killed just before the Nth step of the run (the run takes N-1 steps). A unit takes
-# 11 steps (start_attempt, then per file copy/copied/verify, verified, flip, removing, removed),
-# so these 14 runs stop at 14 different places of the two units' 22 and each is killed.
+# 12 steps (start_attempt, per file copy/copied/verify, verified, flip, write_back, removing,
+# removed), so these 14 runs stop at 14 different places of the two units' 24; each is killed.
 CRASH_POINTS = ["any:2"] * 8 + ["any:3"] * 6
 
 
@@ -187,7 +241,7 @@ def test_kill_9_at_many_points_keeps_the_invariants(
     before its flip, no byte counted twice. A last clean run finishes the job."""
     db, bucket = lake["db"], lake["bucket"]
     raw = tomllib.loads(Path(stack["config"]).read_text())
-    raw["migrate"] = {"target": f"s3://{bucket}/", "grace_period": "0s"}
+    raw["migrate"] = {"target": f"s3://{bucket}/", "grace_period": "0s", "write_back_to_hms": True}
     conf = tmp_path / "metaproxy.toml"
     conf.write_text(_toml(raw))
     fs = WebHdfs(stack["webhdfs"])
@@ -225,6 +279,7 @@ def test_kill_9_at_many_points_keeps_the_invariants(
         store.close()
     assert units["d=1"]["state"] == units["d=2"]["state"] == "removed"
     assert rows(trino_query, "onprem", db) == lake["expected"]
+    assert rows(trino_query, "direct", db) == lake["expected"]
 
 
 def check_invariants(stack: dict[str, Any], lake: dict[str, Any], s3_client: Any, fs: WebHdfs) -> None:
@@ -248,8 +303,8 @@ def check_invariants(stack: dict[str, Any], lake: dict[str, Any], s3_client: Any
                     if u["part"] == f"d={d}":
                         for n in range(2):
                             assert fs.exists(hdfs_path(f"{lake['location']}/t/d={d}/part-{n}.parquet"))
-            if u["state"] in ("removing", "removed"):
-                assert flipped
+            if u["state"] in ("removing", "removed") or u["written_back"]:
+                assert flipped, u
     finally:
         store.close()
 

@@ -117,3 +117,22 @@ def test_policy_cli(tmp_path: Path) -> None:
     r = run(cli, ["--config", str(conf), "policy", "remove", "tpcds-store_sales"])
     assert r.exit_code == 0
     assert "no policies" in run(cli, ["--config", str(conf), "policy", "list"]).output
+
+
+def test_conditions_decide_on_file_times_and_read_times() -> None:
+    import time
+
+    from metaproxy.migrate.loop import Migrator
+    from metaproxy.ufs import FileStatus
+
+    now_ms = int(time.time() * 1000)
+    old = [FileStatus("a", 1, now_ms - 3_600_000), FileStatus("b", 1, now_ms - 7_200_000)]
+    fresh = [*old, FileStatus("c", 1, now_ms - 10_000)]
+    older = parse_policy("ufsMigrate(olderThan(30m), UFS[s3]:STORE)")
+    assert Migrator.unmet(older, old) == ""
+    assert "olderThan" in Migrator.unmet(older, fresh)
+    assert Migrator.unmet(older, []) == "no files"
+    unused = parse_policy("ufsMigrate(olderThan(0s) & unusedFor(1h), UFS[s3]:STORE)")
+    assert Migrator.unmet(unused, old, last_read=None) == ""  # never read through the gateway
+    assert Migrator.unmet(unused, old, last_read=time.time() - 7200) == ""
+    assert "unusedFor" in Migrator.unmet(unused, old, last_read=time.time() - 60)
