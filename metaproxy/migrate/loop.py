@@ -277,7 +277,9 @@ class Migrator:
 
     def last_read(self, source: str) -> float | None:
         """When the gateway last served a file of this unit (None: never recorded)."""
-        key = self._mounts.gateway_key(source) if self._mounts is not None else None
+        if self._mounts is None:
+            self._mounts = self.mounts()
+        key = self._mounts.gateway_key(source)
         if key is None:
             return None
         try:

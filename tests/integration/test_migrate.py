@@ -144,7 +144,8 @@ def test_policy_migrates_flips_and_removes(
     flips = {s: t for s, t in load_flips(stack_state(stack)).items() if db in s}
     assert sorted(flips) == [f"{lake['location']}/t/d=1", f"{lake['location']}/t/d=2"]
     # through the proxy, Trino now reads d=1,2 from S3 and the answers do not change
-    wait_for(lambda: paths(trino_query, db).get(1) == {f"s3://{bucket}"}, "the proxy to serve the flip")
+    flipped = {f"s3://{bucket}"}
+    wait_for(lambda: paths(trino_query, db).get(1) == paths(trino_query, db).get(2) == flipped, "the proxy")
     p = paths(trino_query, db)
     assert p[2] == {f"s3://{bucket}"} and p[3] == {"s3://metaproxy"} and p[4] == {"s3://metaproxy"}
     assert rows(trino_query, "onprem", db) == lake["expected"]
