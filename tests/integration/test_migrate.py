@@ -344,3 +344,33 @@ def _toml(raw: dict[str, Any]) -> str:
 
 def _is_aot(v: Any) -> bool:
     return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
+
+
+def test_copier_multipart_verify_and_a_changed_source(stack: dict[str, Any], s3_client: Any) -> None:
+    import hashlib
+
+    from metaproxy.migrate.copier import Copier, SourceChanged
+
+    fs = WebHdfs(stack["webhdfs"])
+    root = f"/tmp/copier-{uuid.uuid4().hex[:8]}"
+    bucket = f"copier-{uuid.uuid4().hex[:8]}"
+    s3_client.create_bucket(Bucket=bucket)
+    data = os.urandom(11 * 1024 * 1024 + 17)
+    fs.create(f"{root}/big.bin", data)
+    copier = Copier(fs, s3_client, 5 * 1024 * 1024, 2)
+    try:
+        sha = copier.copy(f"{stack['hdfs']}{root}/big.bin", len(data), bucket, "big.bin")
+        assert sha == hashlib.sha256(data).hexdigest()
+        assert s3_client.get_object(Bucket=bucket, Key="big.bin")["Body"].read() == data
+        assert copier.verify(bucket, "big.bin", len(data), sha) == ""
+        # a copy that is not the source's bytes never verifies, whatever its length
+        s3_client.put_object(Bucket=bucket, Key="big.bin", Body=bytes(len(data)))
+        assert "differs" in copier.verify(bucket, "big.bin", len(data), sha)
+        assert "missing" in copier.verify(bucket, "nothing.bin", len(data), sha)
+        # a source shorter than recorded is a changed source, and no upload is left behind
+        with pytest.raises(SourceChanged):
+            copier.copy(f"{stack['hdfs']}{root}/big.bin", len(data) + 5 * 1024 * 1024, bucket, "grown.bin")
+        assert not s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    finally:
+        copier.pool.shutdown()
+        fs.delete(root, recursive=True)

@@ -1,0 +1,114 @@
+"""Migration throughput beside its baseline, in one run.
+
+* baseline: boto3's transfer manager (``s3transfer``, ``upload_file``) uploading the files from
+  local disk to the stack's S3 server, with the same part size and concurrency;
+* metaproxy: the migration copier streaming the same bytes from HDFS (WebHDFS) to the same S3
+  server, with a SHA-256 computed while reading — copy only, and copy + verify (on moto the
+  verification reads the copy back, since moto keeps no checksum).
+
+Rounds alternate; the median counts. Results go to ``bench/out/migrate.json``.
+
+    .venv/bin/python bench/bench_migrate.py [--files 4] [--mib 32] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+
+from metaproxy.migrate.copier import Copier
+from metaproxy.stack.launcher import Stack
+from metaproxy.ufs.webhdfs import WebHdfs
+
+OUT = Path(__file__).resolve().parent / "out"
+MiB = 1024 * 1024
+PART = 16 * MiB
+PARALLEL = 4
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", type=int, default=4)
+    ap.add_argument("--mib", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    stack = Stack().up()
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=stack["s3"],
+        aws_access_key_id=stack["s3_access_key"],
+        aws_secret_access_key=stack["s3_secret_key"],
+        region_name=stack["s3_region"],
+    )
+    fs = WebHdfs(stack["webhdfs"])
+    bucket = f"bench-migrate-{uuid.uuid4().hex[:6]}"
+    s3.create_bucket(Bucket=bucket)
+    work = Path(tempfile.mkdtemp(prefix="bench-migrate-"))
+    root = "/bench-migrate"
+    size = args.mib * MiB
+    names = [f"f{i}.bin" for i in range(args.files)]
+    for n in names:
+        data = os.urandom(size)
+        (work / n).write_bytes(data)
+        fs.create(f"{root}/{n}", data)
+    total = size * len(names)
+    copier = Copier(fs, s3, PART, PARALLEL)
+    tc = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART, max_concurrency=PARALLEL)
+    runs: dict[str, list[float]] = {"s3transfer": [], "copy": [], "copy_verify": []}
+    try:
+        for r in range(args.rounds):
+            t0 = time.perf_counter()
+            for n in names:
+                s3.upload_file(str(work / n), bucket, f"base/{r}/{n}", Config=tc)
+            runs["s3transfer"].append(total / (time.perf_counter() - t0) / 1e6)
+            t0 = time.perf_counter()
+            shas = [copier.copy(f"hdfs://x{root}/{n}", size, bucket, f"copy/{r}/{n}") for n in names]
+            runs["copy"].append(total / (time.perf_counter() - t0) / 1e6)
+            t0 = time.perf_counter()
+            for n in names:
+                sha = copier.copy(f"hdfs://x{root}/{n}", size, bucket, f"verify/{r}/{n}")
+                assert copier.verify(bucket, f"verify/{r}/{n}", size, sha) == ""
+            runs["copy_verify"].append(total / (time.perf_counter() - t0) / 1e6)
+            assert len(set(shas)) == len(names)
+    finally:
+        copier.pool.shutdown()
+        fs.delete(root, recursive=True)
+        shutil.rmtree(work, ignore_errors=True)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    results: dict[str, Any] = {
+        "files": len(names),
+        "file_mib": args.mib,
+        "part_mib": PART // MiB,
+        "parallel": PARALLEL,
+        "rounds_mb_s": runs,
+        "median_mb_s": med,
+        "ratio_copy": med["copy"] / med["s3transfer"],
+        "ratio_copy_verify": med["copy_verify"] / med["s3transfer"],
+    }
+    OUT.mkdir(exist_ok=True)
+    (OUT / "migrate.json").write_text(json.dumps(results, indent=2))
+    print(
+        f"\n{len(names)} files x {args.mib} MiB, parts of {PART // MiB} MiB, {PARALLEL} at once (median of {args.rounds}):"
+    )
+    print(f"  s3transfer upload_file from local disk   {med['s3transfer']:7.0f} MB/s")
+    print(
+        f"  migration copy, HDFS -> S3               {med['copy']:7.0f} MB/s   ratio {results['ratio_copy']:.2f}  (goal >= 0.8)"
+    )
+    print(
+        f"  migration copy + verify                  {med['copy_verify']:7.0f} MB/s   ratio {results['ratio_copy_verify']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
