@@ -209,7 +209,10 @@ class Migrator:
         if unit["state"] == "failed":
             if time.time() < unit["next_try"]:
                 return "failed"
-            self.store.set_state(uid, unit["last_error"].split("|", 1)[0] or "qualified", "retry")
+            resume = unit["last_error"].split("|", 1)[0] or "qualified"
+            if resume == "copying" and not unit["dest"].startswith(self.target + "/"):
+                resume = "qualified"  # the target moved since: a new attempt goes there
+            self.store.set_state(uid, resume, "retry")
             unit = self.store.unit(uid)
         try:
             while True:

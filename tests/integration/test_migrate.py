@@ -374,3 +374,111 @@ def test_copier_multipart_verify_and_a_changed_source(stack: dict[str, Any], s3_
     finally:
         copier.pool.shutdown()
         fs.delete(root, recursive=True)
+
+
+def test_queries_keep_their_answers_while_data_moves(
+    stack: dict[str, Any], lake: dict[str, Any], trino_query: Any
+) -> None:
+    """A Trino query loop through the proxy runs during copy, flip, write-back and removal:
+    every answer equals the one taken before the move, and none fails."""
+    import threading
+
+    db, bucket = lake["db"], lake["bucket"]
+    expected = rows(trino_query, "direct", db)
+    answers: list[Any] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                answers.append(rows(trino_query, "onprem", db))
+            except Exception as e:  # recorded, and fails the test below
+                answers.append(e)
+
+    t = threading.Thread(target=loop)
+    t.start()
+    try:
+        m = Migrator(config_for(stack, bucket, grace_period="0s", write_back_to_hms=True))
+        try:
+            first = m.run_once(lake["policy"])
+            wait_for(lambda: len(answers) >= 3, "queries after the flips")
+            time.sleep(2.1)  # the shortest grace period
+            second = m.run_once(lake["policy"])
+        finally:
+            m.close()
+        n = len(answers)
+        wait_for(lambda: len(answers) >= n + 3, "queries after the removal")
+    finally:
+        stop.set()
+        t.join(60)
+    assert first.counts == {"flipped": 2, "skipped": 2}
+    assert second.counts == {"removed": 2, "skipped": 2}
+    failures = [a for a in answers if isinstance(a, Exception)]
+    assert not failures, failures[:3]
+    assert all(a == expected for a in answers), [a for a in answers if a != expected][:3]
+    assert len(answers) >= 6
+    p = paths(trino_query, db)
+    assert p[1] == p[2] == {f"s3://{bucket}"}
+
+
+def test_faults_are_recorded_retried_and_harm_nothing(
+    stack: dict[str, Any], lake: dict[str, Any], s3_client: Any, trino_query: Any
+) -> None:
+    db, bucket = lake["db"], lake["bucket"]
+    fs = WebHdfs(stack["webhdfs"])
+    # a bucket that refuses the writes (it does not exist): both units fail with the reason
+    m = Migrator(config_for(stack, f"no-such-bucket-{uuid.uuid4().hex[:6]}"))
+    try:
+        assert m.run_once(lake["policy"]).counts == {"failed": 2, "skipped": 2}
+        failed = [u for u in m.store.units(lake["policy"]) if u["state"] == "failed"]
+        assert all("NoSuchBucket" in u["last_error"] and u["next_try"] > time.time() for u in failed)
+        # before the backoff ends, a pass leaves them alone
+        assert m.run_once(lake["policy"]).counts == {"failed": 2, "skipped": 2}
+        assert all(u["failures"] == 1 for u in m.store.units(lake["policy"]) if u["state"] == "failed")
+    finally:
+        m.close()
+    assert not load_flips(stack_state(stack)).keys() & {
+        f"{lake['location']}/t/d=1",
+        f"{lake['location']}/t/d=2",
+    }
+    # the HMS unreachable: the pass says so and changes nothing
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    m = Migrator(config_for(stack, bucket), hms_uri=f"thrift://127.0.0.1:{dead}")
+    try:
+        report = m.run_once(lake["policy"])
+    finally:
+        m.close()
+    assert report.counts == {} and "cannot list units through the HMS" in report.errors[0]
+    # a file that changes under the copier: the attempt starts over and the new bytes move
+    store = MigrationStore(stack_state(stack))
+    try:
+        for u in store.units(lake["policy"]):
+            if u["state"] == "failed":
+                store.set_state(u["id"], "failed", next_try=0)  # end the backoff now
+    finally:
+        store.close()
+    m = Migrator(config_for(stack, bucket, grace_period="1h"))
+    victim = hdfs_path(f"{lake['location']}/t/d=1/part-1.parquet")
+    changed = {"done": False}
+
+    def before(step: str) -> None:
+        if step == "copy" and not changed["done"]:
+            changed["done"] = True
+            data = fs.read(victim)
+            fs.create(victim, data)  # the same bytes, but a new version of the file
+            fs.set_times(victim, mtime_ms=int((time.time() - 7000) * 1000))
+
+    m.before_step = before
+    try:
+        assert m.run_once(lake["policy"]).counts == {"flipped": 2, "skipped": 2}
+        units = {u["part"]: u for u in m.store.units(lake["policy"])}
+        kinds = [e["kind"] for e in m.store.events(200) if e["unit_id"] == units["d=1"]["id"]]
+    finally:
+        m.close()
+    assert "source-changed" in kinds and units["d=1"]["attempt"] >= 2
+    wait_for(lambda: paths(trino_query, db).get(1) == {f"s3://{bucket}"}, "the proxy")
+    assert rows(trino_query, "onprem", db) == lake["expected"]
