@@ -3,7 +3,8 @@
 * baseline: boto3's transfer manager (``s3transfer``, ``upload_file``) uploading the files from
   local disk to the stack's S3 server, with the same part size and concurrency;
 * metaproxy: the migration copier streaming the same bytes from HDFS (WebHDFS) to the same S3
-  server, with a SHA-256 computed while reading — copy only, and copy + verify (on moto the
+  server, files side by side as the loop copies a unit's files, with a SHA-256 computed while
+  reading — copy only, and copy + verify (on moto the
   verification reads the copy back, since moto keeps no checksum).
 
 Rounds alternate; the median counts. Results go to ``bench/out/migrate.json``.
@@ -21,6 +22,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=4)
     ap.add_argument("--mib", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     stack = Stack().up()
     s3 = boto3.client(
@@ -64,6 +66,7 @@ def main() -> None:
         fs.create(f"{root}/{n}", data)
     total = size * len(names)
     copier = Copier(fs, s3, PART, PARALLEL)
+    files = ThreadPoolExecutor(PARALLEL)
     tc = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART, max_concurrency=PARALLEL)
     runs: dict[str, list[float]] = {"s3transfer": [], "copy": [], "copy_verify": []}
     try:
@@ -72,17 +75,26 @@ def main() -> None:
             for n in names:
                 s3.upload_file(str(work / n), bucket, f"base/{r}/{n}", Config=tc)
             runs["s3transfer"].append(total / (time.perf_counter() - t0) / 1e6)
+            # files side by side, as the migration loop copies the files of a unit
             t0 = time.perf_counter()
-            shas = [copier.copy(f"hdfs://x{root}/{n}", size, bucket, f"copy/{r}/{n}") for n in names]
+            shas = list(
+                files.map(
+                    lambda n, r=r: copier.copy(f"hdfs://x{root}/{n}", size, bucket, f"copy/{r}/{n}"), names
+                )
+            )
             runs["copy"].append(total / (time.perf_counter() - t0) / 1e6)
-            t0 = time.perf_counter()
-            for n in names:
+
+            def copy_verify(n: str, r: int = r) -> None:
                 sha = copier.copy(f"hdfs://x{root}/{n}", size, bucket, f"verify/{r}/{n}")
                 assert copier.verify(bucket, f"verify/{r}/{n}", size, sha) == ""
+
+            t0 = time.perf_counter()
+            list(files.map(copy_verify, names))
             runs["copy_verify"].append(total / (time.perf_counter() - t0) / 1e6)
             assert len(set(shas)) == len(names)
     finally:
         copier.pool.shutdown()
+        files.shutdown()
         fs.delete(root, recursive=True)
         shutil.rmtree(work, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in runs.items()}

@@ -2,7 +2,7 @@
 
 * Files up to ``part_size`` go in one ``PutObject``; larger ones in a multipart upload whose
   parts are uploaded in parallel while the next ones are read, with at most ``parallelism``
-  parts in memory at once.
+  parts in memory at once across every file one copier is copying.
 * A SHA-256 of the source is computed while it is read. Each request carries its own
   ``x-amz-checksum-sha256`` so S3 rejects a body damaged on the way.
 * Verification compares the source's SHA-256 with the copy's: the checksum S3 reports when it
@@ -42,6 +42,8 @@ class Copier:
         self.part_size = part_size
         self.parallelism = max(1, parallelism)
         self.pool = ThreadPoolExecutor(self.parallelism, thread_name_prefix="migrate-part")
+        #: parts read but not yet uploaded, across every file being copied: the memory bound
+        self.slots = threading.Semaphore(self.parallelism)
 
     def copy(self, source: str, length: int, bucket: str, key: str) -> str:
         """Copy ``source`` (an hdfs:// URI of ``length`` bytes) to ``s3://bucket/key``; returns
@@ -57,7 +59,7 @@ class Copier:
         upload = self.s3.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")
         upload_id = upload["UploadId"]
         whole = hashlib.sha256()
-        slots = threading.Semaphore(self.parallelism)
+        slots = self.slots
         futures: list[Future[dict[str, Any]]] = []
         try:
             for number, offset in enumerate(range(0, length, self.part_size), start=1):

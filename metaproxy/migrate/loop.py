@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -286,10 +287,11 @@ class Migrator:
         if key is None:
             return None
         try:
-            row = self.store.conn.execute(
+            found = self.store.query(
                 "SELECT max(last_read) AS t FROM reads WHERE key = ? OR substr(key, 1, ?) = ?",
                 [key, len(key) + 1, key + "/"],
-            ).fetchone()
+            )
+            row = found[0] if found else None
         except Exception:  # no gateway has recorded a read yet
             return None
         return float(row["t"]) if row and row["t"] is not None else None
@@ -320,17 +322,14 @@ class Migrator:
         unit goes back to ``qualified`` for a new attempt)."""
         uid, attempt = unit["id"], unit["attempt"]
         bucket, prefix = _split_s3(unit["dest"])
-        for f in self.store.files(uid, attempt):
+
+        def one(f: dict[str, Any]) -> None:
             key = f"{prefix}/{f['rel']}"
             source = f"{unit['source'].rstrip('/')}/{f['rel']}"
             sha = f["sha256"]
             if f["state"] == "planned":
                 self._step("copy")
-                try:
-                    sha = self.copier.copy(source, f["length"], bucket, key)
-                except (SourceChanged, UfsNotFound) as e:
-                    self.store.set_state(uid, "qualified", "source-changed", last_error=str(e))
-                    return False
+                sha = self.copier.copy(source, f["length"], bucket, key)
                 self._step("copied")  # on S3, not yet recorded
                 self.store.file_done(uid, attempt, f["rel"], "copied", sha, f["length"])
             if f["state"] in ("planned", "copied"):
@@ -339,6 +338,18 @@ class Migrator:
                 if problem:
                     raise RuntimeError(f"{key}: {problem}")
                 self.store.file_done(uid, attempt, f["rel"], "verified", sha, f["length"])
+
+        # files move side by side; the copier's part slots bound the memory they take together
+        todo = [f for f in self.store.files(uid, attempt) if f["state"] != "verified"]
+        with ThreadPoolExecutor(self.config.migrate.parallelism, thread_name_prefix="migrate-file") as pool:
+            outcomes = [fut.exception() for fut in [pool.submit(one, f) for f in todo]]
+        changed = [e for e in outcomes if isinstance(e, SourceChanged | UfsNotFound)]
+        if changed:
+            self.store.set_state(uid, "qualified", "source-changed", last_error=str(changed[0]))
+            return False
+        failed = [e for e in outcomes if e is not None]
+        if failed:
+            raise failed[0]
         # the source must still be what was copied: same files, same lengths and times
         now = {(s.path, s.length, s.mtime_ms) for s in self.source_files(unit["source"])}
         copied = {(f["rel"], f["length"], f["mtime_ms"]) for f in self.store.files(uid, attempt)}

@@ -11,6 +11,7 @@ been half done:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,6 +87,7 @@ class MigrationStore:
 
     def __init__(self, path: str | Path) -> None:
         self.conn = connect(path)
+        self._lock = threading.RLock()
         self.conn.row_factory = _dict_row
         self.conn.executescript(SCHEMA)
         self.db = sqlite_utils.Database(self.conn)
@@ -95,20 +97,27 @@ class MigrationStore:
 
     @contextmanager
     def tx(self) -> Iterator[Any]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on an exception)."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        """``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on an exception). One connection is
+        shared by the threads copying a unit's files, so transactions take turns."""
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.conn.execute(sql, params or []))
 
     def event(self, unit_id: int | None, kind: str, detail: str = "", conn: Any = None) -> None:
-        (conn or self.conn).execute(
-            "INSERT INTO events (ts, unit_id, kind, detail) VALUES (?, ?, ?, ?)",
-            [time.time(), unit_id, kind, detail],
-        )
+        with self._lock:
+            (conn or self.conn).execute(
+                "INSERT INTO events (ts, unit_id, kind, detail) VALUES (?, ?, ?, ?)",
+                [time.time(), unit_id, kind, detail],
+            )
 
     # -- units ------------------------------------------------------------------------------
 
@@ -129,12 +138,12 @@ class MigrationStore:
         return dict(row)
 
     def unit(self, unit_id: int) -> dict[str, Any]:
-        return dict(self.conn.execute("SELECT * FROM units WHERE id = ?", [unit_id]).fetchone())
+        return self.query("SELECT * FROM units WHERE id = ?", [unit_id])[0]
 
     def units(self, policy: str | None = None) -> list[dict[str, Any]]:
         if policy is None:
-            return list(self.conn.execute("SELECT * FROM units ORDER BY id"))
-        return list(self.conn.execute("SELECT * FROM units WHERE policy = ? ORDER BY id", [policy]))
+            return self.query("SELECT * FROM units ORDER BY id")
+        return self.query("SELECT * FROM units WHERE policy = ? ORDER BY id", [policy])
 
     def set_state(self, unit_id: int, state: str, event: str = "", **fields: Any) -> None:
         assert state in STATES, state
@@ -170,10 +179,8 @@ class MigrationStore:
         return self.unit(unit_id)
 
     def files(self, unit_id: int, attempt: int) -> list[dict[str, Any]]:
-        return list(
-            self.conn.execute(
-                "SELECT * FROM files WHERE unit_id = ? AND attempt = ? ORDER BY rel", [unit_id, attempt]
-            )
+        return self.query(
+            "SELECT * FROM files WHERE unit_id = ? AND attempt = ? ORDER BY rel", [unit_id, attempt]
         )
 
     def file_done(self, unit_id: int, attempt: int, rel: str, state: str, sha256: str, length: int) -> None:
@@ -222,11 +229,8 @@ class MigrationStore:
 
     def stale_attempts(self) -> list[dict[str, Any]]:
         """Destinations of attempts that are not their unit's current one, not yet cleaned."""
-        return list(
-            self.conn.execute(
-                "SELECT a.* FROM attempts a JOIN units u ON u.id = a.unit_id"
-                " WHERE a.cleaned = 0 AND a.attempt <> u.attempt"
-            )
+        return self.query(
+            "SELECT a.* FROM attempts a JOIN units u ON u.id = a.unit_id WHERE a.cleaned = 0 AND a.attempt <> u.attempt"
         )
 
     def attempt_cleaned(self, unit_id: int, attempt: int) -> None:
@@ -234,10 +238,10 @@ class MigrationStore:
             c.execute("UPDATE attempts SET cleaned = 1 WHERE unit_id = ? AND attempt = ?", [unit_id, attempt])
 
     def current_dests(self) -> set[str]:
-        return {r["dest"] for r in self.conn.execute("SELECT dest FROM units WHERE dest <> ''")}
+        return {r["dest"] for r in self.query("SELECT dest FROM units WHERE dest <> ''")}
 
     def events(self, limit: int = 50) -> list[dict[str, Any]]:
-        return list(self.conn.execute("SELECT * FROM events ORDER BY id DESC LIMIT ?", [limit]))
+        return self.query("SELECT * FROM events ORDER BY id DESC LIMIT ?", [limit])
 
 
 def _dict_row(cursor: Any, row: tuple[Any, ...]) -> dict[str, Any]:

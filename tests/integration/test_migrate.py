@@ -474,7 +474,16 @@ def test_faults_are_recorded_retried_and_harm_nothing(
 
     m.before_step = before
     try:
-        assert m.run_once(lake["policy"]).counts == {"flipped": 2, "skipped": 2}
+        first = m.run_once(lake["policy"])
+        if first.counts.get("failed"):
+            # the rewrite raced a read of the same file (files copy side by side): that read
+            # failed and was recorded; once the backoff is over, the unit goes on
+            for u in m.store.units(lake["policy"]):
+                if u["state"] == "failed":
+                    assert u["last_error"]
+                    m.store.set_state(u["id"], "failed", next_try=0)
+            first = m.run_once(lake["policy"])
+        assert first.counts == {"flipped": 2, "skipped": 2}
         units = {u["part"]: u for u in m.store.units(lake["policy"])}
         kinds = [e["kind"] for e in m.store.events(200) if e["unit_id"] == units["d=1"]["id"]]
     finally:
