@@ -30,7 +30,7 @@ def run_query(trino_url: str, sql: str, catalog: str) -> tuple[list[str], list[l
     cur = conn.cursor()
     cur.execute(sql)
     rows = [list(r) for r in cur.fetchall()]
-    cols = [d[0] for d in cur.description]
+    cols = [d[0] for d in cur.description or []]
     conn.close()
     return cols, rows, time.monotonic() - t0
 
@@ -88,8 +88,108 @@ def main() -> int:
         f"{(rep['bytes_from_memory'] + rep['bytes_from_disk']) / 2**20:.1f} MiB"
     )
     console.print("  [dim]full report: .venv/bin/metaproxy --config .stack/conf/metaproxy.toml report")
+
+    migrate_step(console, ep)
     console.print("\nStop everything with [bold]make stop[/bold].")
     return 0
+
+
+DEMO_POLICY = "ufsMigrate(olderThan(5s), UFS[hdfs]:REMOVE, UFS[s3]:STORE)"
+DEMO_QUERY = "SELECT count(*), sum(ss_ext_sales_price) FROM store_sales"
+
+
+def migrate_step(console: Console, ep: dict[str, str]) -> None:
+    """Step 2 of the scenario: a policy moves data to S3 while the same query keeps answering."""
+    import threading
+    import tomllib
+    from pathlib import Path
+
+    import boto3
+
+    from metaproxy.config import parse_config
+    from metaproxy.migrate.loop import Migrator, policy_status
+    from metaproxy.migrate.policy import add_policy
+    from metaproxy.state import open_state
+
+    console.rule("[bold]6. move data to S3 with a policy while the query keeps answering")
+    schema = f"demo_{time.strftime('%Y%m%d%H%M%S')}"
+    run_query(
+        ep["trino"],
+        f"CREATE SCHEMA direct.{schema} WITH (location = '{ep['hdfs']}/warehouse/tpcds/{schema}')",
+        "direct",
+    )
+    run_query(
+        ep["trino"],
+        f"CREATE TABLE direct.{schema}.store_sales WITH (format = 'PARQUET', partitioned_by = ARRAY['ss_sold_date_sk'])"
+        " AS SELECT * FROM direct.tpcds.store_sales WHERE ss_sold_date_sk IN"
+        " (SELECT DISTINCT ss_sold_date_sk FROM direct.tpcds.store_sales ORDER BY 1 LIMIT 12)",
+        "direct",
+    )
+    console.print(f"  {schema}.store_sales: 12 partitions copied from tpcds.store_sales onto HDFS")
+    raw = tomllib.loads(Path(ep["config"]).read_text())
+    raw["migrate"] = {**raw.get("migrate", {}), "grace_period": "0s", "write_back_to_hms": True}
+    config = parse_config(raw, ep["config"])
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=ep["s3"],
+        aws_access_key_id=ep["s3_access_key"],
+        aws_secret_access_key=ep["s3_secret_key"],
+        region_name=ep["s3_region"],
+    )
+    bucket = config.migrate.target.split("://", 1)[1].split("/", 1)[0]
+    if bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+        s3.create_bucket(Bucket=bucket)
+    db = open_state(config.state_path)
+    add_policy(db, schema, f"/tpcds/{schema}/store_sales", DEMO_POLICY)
+    db.conn.close()
+    console.print(f'  metaproxy policy add /tpcds/{schema}/store_sales "{DEMO_POLICY}"')
+
+    def query() -> list[list[object]]:
+        return run_query(ep["trino"], DEMO_QUERY.replace("store_sales", f"{schema}.store_sales"), "onprem")[1]
+
+    before = query()
+    answers: list[object] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                answers.append(query())
+            except Exception as e:
+                answers.append(e)
+
+    time.sleep(5.5)  # the policy's olderThan(5s)
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    m = Migrator(config)
+    try:
+        first = m.run_once(schema)
+        console.print(f"  pass 1: {first.counts} — copied, verified with SHA-256, flipped, written back")
+        time.sleep(2.5)  # the shortest grace period: two proxy refresh intervals
+        second = m.run_once(schema)
+        console.print(f"  pass 2: {second.counts} — HDFS copies removed after the grace period")
+        status = policy_status(m.store, schema)[schema]
+    finally:
+        m.close()
+        time.sleep(1.0)
+        stop.set()
+        t.join(60)
+    same = sum(1 for a in answers if a == before)
+    console.print(
+        f"  the query ran {len(answers)} times through onprem during the move: {same} identical answers, "
+        f"{sum(isinstance(a, Exception) for a in answers)} failures ({before[0]})"
+    )
+    console.print(
+        f"  policy status: {status['states']}, {status['copied_bytes'] / 2**20:.1f} of "
+        f"{status['bytes'] / 2**20:.1f} MiB copied"
+    )
+    _, paths, _ = run_query(
+        ep["trino"],
+        f"SELECT DISTINCT regexp_extract(\"$path\", '^[a-z0-9]+://[^/]+') FROM {schema}.store_sales",
+        "onprem",
+    )
+    console.print(f"  onprem now reads {sorted(str(p[0]) for p in paths)}")
+    console.print("  [dim].venv/bin/metaproxy --config .stack/conf/metaproxy.toml policy status")
 
 
 if __name__ == "__main__":

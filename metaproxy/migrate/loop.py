@@ -422,6 +422,10 @@ class Migrator:
                 self.store.attempt_cleaned(a["unit_id"], a["attempt"])
                 self.store.event(a["unit_id"], "cleaned", a["dest"])
             except Exception as e:
+                code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
+                if code == "NoSuchBucket":  # nothing was ever written there
+                    self.store.attempt_cleaned(a["unit_id"], a["attempt"])
+                    continue
                 log.warning("could not clean %s: %s", a["dest"], e)
         try:
             bucket, prefix = _split_s3(self.target)
