@@ -286,6 +286,12 @@ def test_writes_land_on_the_create_target(
         assert s3.get_object(Bucket="metaproxy", Key="lake/t/new.bin")["Body"].read() == got
         listed = s3.list_objects_v2(Bucket="metaproxy", Prefix="lake/t/")["Contents"]
         assert sorted(o["Key"] for o in listed) == ["lake/t/new.bin", "lake/t/old.bin"]
+        # a file on both members: read priority s3,hdfs serves the S3 copy, listed once
+        fs.create(f"{hdfs_dir}/lake/t/both.bin", b"from hdfs")
+        s3_client.put_object(Bucket=bucket, Key="lake/t/both.bin", Body=b"from s3")
+        assert s3.get_object(Bucket="metaproxy", Key="lake/t/both.bin")["Body"].read() == b"from s3"
+        listed = s3.list_objects_v2(Bucket="metaproxy", Prefix="lake/t/")["Contents"]
+        assert [o["Key"] for o in listed].count("lake/t/both.bin") == 1
         s3.delete_object(Bucket="metaproxy", Key="lake/t/new.bin")
         with pytest.raises(botocore.exceptions.ClientError):
             s3_client.head_object(Bucket=bucket, Key="lake/t/new.bin")
