@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import click
 
@@ -116,8 +117,18 @@ def once(ctx: click.Context, only: str | None) -> None:
     m = Migrator(load_config(ctx.obj["config_path"]))
     if os.environ.get("METAPROXY_CRASH_AT"):
         m.before_step = crash_hook(os.environ["METAPROXY_CRASH_AT"])
+    from rich.progress import Progress
+
     try:
-        r = m.run_once(only)
+        with Progress(transient=False) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(policy: str, done: int, total: int) -> None:
+                if policy not in tasks:
+                    tasks[policy] = bar.add_task(f"policy {policy}", total=total)
+                bar.update(tasks[policy], completed=done, total=total)
+
+            r = m.run_once(only, progress)
     finally:
         m.close()
     click.echo(", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())) or "no units")

@@ -12,6 +12,7 @@ what tests call); ``Migrator.serve()`` schedules one job per policy.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -91,6 +92,7 @@ class Migrator:
         #: refresh intervals, whatever [migrate] grace_period says
         self.grace_s = max(m.grace_period_s, 2 * config.proxy.mount_refresh_s)
         self._mounts: MountTable | None = None
+        self._pass_lock = threading.Lock()
         #: test hook: called with the name of each step just before it is taken
         self.before_step: Any = None
 
@@ -167,7 +169,13 @@ class Migrator:
 
     # -- one pass ---------------------------------------------------------------------------
 
-    def run_once(self, only: str | None = None) -> PassReport:
+    def run_once(self, only: str | None = None, progress: Any = None) -> PassReport:
+        """One pass over the policies (or only one); ``progress(policy, done, total)`` is called
+        after each unit. Passes never overlap: the per-policy jobs take turns."""
+        with self._pass_lock:
+            return self._run_once(only, progress)
+
+    def _run_once(self, only: str | None, progress: Any) -> PassReport:
         report = PassReport()
         mounts = self._mounts = self.mounts()
         self.cleanup_stale()
@@ -182,12 +190,13 @@ class Migrator:
                 report.errors.append(msg)
                 continue
             driven: set[int] = set()
-            for ref in refs:
-                if scheme_of(ref.location) != "hdfs":
-                    continue  # only HDFS units move
+            refs = [r for r in refs if scheme_of(r.location) == "hdfs"]  # only HDFS units move
+            for i, ref in enumerate(refs, start=1):
                 unit = self.store.upsert_unit(row["name"], ref.db, ref.table, ref.part, ref.location)
                 driven.add(unit["id"])
                 report.add(self.drive(unit, expr))
+                if progress is not None:
+                    progress(row["name"], i, len(refs))
             # units under way whose HMS location no longer shows them (written back to S3)
             for unit in self.store.units(row["name"]):
                 if unit["id"] not in driven and unit["state"] in (
@@ -445,18 +454,39 @@ class Migrator:
     # -- the scheduler ----------------------------------------------------------------------
 
     def serve(self, stop: Any) -> None:
-        """Run one pass per interval until ``stop`` (a threading.Event) is set."""
+        """One APScheduler job per policy, each a pass every ``[migrate] interval``, until
+        ``stop`` (a threading.Event) is set. Policies added or removed meanwhile get or lose
+        their job within one interval."""
         from apscheduler.schedulers.background import BackgroundScheduler
 
         sched = BackgroundScheduler()
-        sched.add_job(
-            self.run_once,
-            "interval",
-            seconds=self.config.migrate.interval_s,
-            max_instances=1,
-            coalesce=True,
-            next_run_time=datetime.now(),
-        )
+        every = self.config.migrate.interval_s
+
+        def reconcile() -> None:
+            try:
+                names = {row["name"] for row, _ in self.policies()}
+            except Exception as e:
+                log.warning("could not read the policies: %s", e)
+                return
+            jobs = {j.id for j in sched.get_jobs() if j.id.startswith("policy:")}
+            for name in names - {j.removeprefix("policy:") for j in jobs}:
+                sched.add_job(
+                    self.run_once,
+                    "interval",
+                    args=[name],
+                    id=f"policy:{name}",
+                    seconds=every,
+                    max_instances=1,
+                    coalesce=True,
+                    next_run_time=datetime.now(),
+                )
+                log.info("policy %s: scheduled every %.0fs", name, every)
+            for job in jobs:
+                if job.removeprefix("policy:") not in names:
+                    sched.remove_job(job)
+                    log.info("policy %s: removed, its job stops", job.removeprefix("policy:"))
+
+        sched.add_job(reconcile, "interval", id="reconcile", seconds=every, next_run_time=datetime.now())
         sched.start()
         try:
             stop.wait()

@@ -491,3 +491,30 @@ def test_faults_are_recorded_retried_and_harm_nothing(
     assert "source-changed" in kinds and units["d=1"]["attempt"] >= 2
     wait_for(lambda: paths(trino_query, db).get(1) == {f"s3://{bucket}"}, "the proxy")
     assert rows(trino_query, "onprem", db) == lake["expected"]
+
+
+def test_the_scheduled_loop_runs_each_policy_and_stops_on_sigterm(
+    stack: dict[str, Any], lake: dict[str, Any], tmp_path: Path
+) -> None:
+    raw = tomllib.loads(Path(stack["config"]).read_text())
+    raw["migrate"] = {"target": f"s3://{lake['bucket']}/", "interval": "1s", "grace_period": "1h"}
+    conf = tmp_path / "metaproxy.toml"
+    conf.write_text(_toml(raw))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "metaproxy", "--config", str(conf), "migrate", "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    store = MigrationStore(stack_state(stack))
+    try:
+
+        def states() -> dict[str, str]:
+            return {u["part"]: u["state"] for u in store.units(lake["policy"])}
+
+        wait_for(lambda: states().get("d=1") == states().get("d=2") == "flipped", "the loop to flip", 60)
+        assert states()["d=3"] == "skipped"
+    finally:
+        store.close()
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out.decode()[-2000:]
