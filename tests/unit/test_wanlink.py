@@ -1,0 +1,103 @@
+"""The simulated WAN link: bytes cross intact both ways, relays share one schedule."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+
+import pytest
+
+from metaproxy.stack.wanlink import Direction, Link, LinkRunner, _echo_sink_server, _recv_exact
+
+pytestmark = pytest.mark.unit
+
+
+def test_schedule_adds_delay_and_serialisation_and_is_shared() -> None:
+    d = Direction(delay_s=0.015, rate=1_000_000)  # 1 MB/s
+    assert d.schedule(0.0, 1000) == pytest.approx(0.016)  # 15 ms + 1 ms on the wire
+    # a second chunk that arrives at once waits for the first to be on the wire
+    assert d.schedule(0.0, 1000) == pytest.approx(0.017)
+    # one arriving long after is only delayed
+    assert d.schedule(10.0, 500) == pytest.approx(10.0155)
+    assert d.moved == 2500
+    unlimited = Direction(delay_s=0.01, rate=0)
+    assert unlimited.schedule(1.0, 10**9) == pytest.approx(1.01)
+    link = Link(rtt_s=0.030, mbit=200)
+    assert link.up.delay_s == link.down.delay_s == pytest.approx(0.015)
+    assert link.up.rate == 25_000_000
+
+
+def _upper_server() -> tuple[socket.socket, int]:
+    """Answers each connection with the SHA-256 of everything it received, then its length."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+
+    def handle(c: socket.socket) -> None:
+        with c:
+            h = hashlib.sha256()
+            n = 0
+            while data := c.recv(65536):
+                h.update(data)
+                n += len(data)
+            c.sendall(h.digest() + n.to_bytes(8, "big"))
+
+    def accept() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(c,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return srv, srv.getsockname()[1]
+
+
+def test_bytes_cross_intact_both_ways_on_many_connections() -> None:
+    srv, port = _upper_server()
+    runner = LinkRunner(Link(rtt_s=0.004, mbit=400))
+    try:
+        host, rport = runner.add(("127.0.0.1", 0), ("127.0.0.1", port))
+        payloads = [os.urandom(n) for n in (0, 1, 70_000, 1_500_000)]
+        results: dict[int, bytes] = {}
+
+        def one(i: int) -> None:
+            with socket.create_connection((host, rport), timeout=30) as s:
+                s.sendall(payloads[i])
+                s.shutdown(socket.SHUT_WR)  # a half-close crosses the link too
+                results[i] = _recv_exact(s, 40)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(payloads))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        for i, p in enumerate(payloads):
+            assert results[i] == hashlib.sha256(p).digest() + len(p).to_bytes(8, "big")
+        assert runner.link.up.moved == sum(len(p) for p in payloads)
+        assert runner.link.down.moved == 40 * len(payloads)
+    finally:
+        runner.close()
+        srv.close()
+
+
+def test_a_closed_target_closes_the_client_side() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    runner = LinkRunner(Link(rtt_s=0.002, mbit=100))
+    try:
+        host, rport = runner.add(("127.0.0.1", 0), ("127.0.0.1", dead))
+        with socket.create_connection((host, rport), timeout=10) as c:
+            assert c.recv(10) == b""
+        srv, port = _echo_sink_server()
+        host2, rport2 = runner.add(("127.0.0.1", 0), ("127.0.0.1", port))
+        with socket.create_connection((host2, rport2), timeout=10) as c:  # the link still serves
+            c.sendall(b"P" * 32)
+            assert _recv_exact(c, 32) == b"P" * 32
+        srv.close()
+    finally:
+        runner.close()
