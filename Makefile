@@ -2,6 +2,7 @@
 #   make demo   set up, start the local stack, load sample data, query through metaproxy
 #   make test   set up and run the whole test suite (lint, types, unit and integration tests)
 #   make stop   stop every process of the local stack
+#   make bench  every benchmark, each beside its baseline (bench-quick: a few minutes)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -33,6 +34,16 @@ unit: setup
 
 stop:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m metaproxy.stack down; fi
+
+bench: setup
+	$(BIN)/python bench/bench_proxy.py
+	$(BIN)/python bench/bench_gateway.py
+	$(BIN)/python bench/bench_migrate.py
+
+bench-quick: setup
+	$(BIN)/python bench/bench_proxy.py --quick
+	$(BIN)/python bench/bench_gateway.py --quick
+	$(BIN)/python bench/bench_migrate.py --rounds 2 --files 2
 
 clean: stop
 	rm -rf .stack var

@@ -270,6 +270,13 @@ def main() -> None:
                 run_readers("127.0.0.1", gport, path, size, readers, per_reader, rng_size, endpoint)
             )
         results["warm_mb_s"] = {k: max(v) for k, v in warm.items()}
+        # growth: warm throughput as readers are added (both sides, same ranges)
+        results["warm_by_readers"] = {}
+        for n in (1, 2, 4, 8, 16):
+            results["warm_by_readers"][n] = {
+                "nginx": run_readers("127.0.0.1", nport, "/object.bin", size, n, 4, rng_size, None),
+                "gateway": run_readers("127.0.0.1", gport, path, size, n, 4, rng_size, endpoint),
+            }
         results["warm_ratio"] = results["warm_mb_s"]["gateway"] / results["warm_mb_s"]["nginx"]
         # cold: a gateway whose cache is emptied before each of its rounds vs WebHDFS, the same
         # sequential 8 MiB ranges with the same client; rounds alternate, the median counts
@@ -315,6 +322,9 @@ def main() -> None:
     print(
         f"  gateway (memory tier)        {w['gateway']:8.0f} MB/s   ratio {results['warm_ratio']:.2f}  (goal >= 0.8)"
     )
+    print("warm throughput by concurrent readers (MB/s): readers, nginx, gateway, ratio")
+    for n, row in results["warm_by_readers"].items():
+        print(f"  {n:3d} {row['nginx']:8.0f} {row['gateway']:8.0f} {row['gateway'] / row['nginx']:6.2f}")
     print(f"cold, one reader, sequential {rng_size // MiB} MiB ranges (median of {args.rounds} rounds):")
     print(f"  WebHDFS direct               {c['webhdfs']:8.0f} MB/s")
     print(

@@ -107,10 +107,10 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer samples, 1,000 partitions only")
+    ap.add_argument("--quick", action="store_true", help="fewer samples, up to 1,000 partitions")
     args = ap.parse_args()
     stack = Stack().up()
-    sizes = [1000] if args.quick else [1000, 10000]
+    sizes = [100, 1000] if args.quick else [100, 1000, 10000]
     tables = {n: make_table(stack, f"parts_{n}", n) for n in sizes}
     results: dict[str, Any] = {
         "machine": f"{platform.node()} {platform.machine()}, {__import__('os').cpu_count()} cores",
@@ -127,7 +127,7 @@ def main() -> None:
         ]
         for n in sizes:
             names = tables[n]
-            rounds = (10 if n <= 1000 else 4) if not args.quick else 3
+            rounds = (20 if n <= 100 else 10 if n <= 1000 else 4) if not args.quick else 3
             cases.append(
                 (
                     f"get_partitions_by_names ({n:,} partitions)",
