@@ -104,12 +104,11 @@ def migrate_step(console: Console, ep: dict[str, str]) -> None:
     import tomllib
     from pathlib import Path
 
-    import boto3
-
     from metaproxy.config import parse_config
     from metaproxy.migrate.loop import Migrator, policy_status
     from metaproxy.migrate.policy import add_policy
     from metaproxy.state import open_state
+    from metaproxy.ufs.s3 import s3_client
 
     console.rule("[bold]6. move data to S3 with a policy while the query keeps answering")
     schema = f"demo_{time.strftime('%Y%m%d%H%M%S')}"
@@ -129,13 +128,7 @@ def migrate_step(console: Console, ep: dict[str, str]) -> None:
     raw = tomllib.loads(Path(ep["config"]).read_text())
     raw["migrate"] = {**raw.get("migrate", {}), "grace_period": "0s", "write_back_to_hms": True}
     config = parse_config(raw, ep["config"])
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=ep["s3"],
-        aws_access_key_id=ep["s3_access_key"],
-        aws_secret_access_key=ep["s3_secret_key"],
-        region_name=ep["s3_region"],
-    )
+    s3 = s3_client(config.s3)
     bucket = config.migrate.target.split("://", 1)[1].split("/", 1)[0]
     if bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
         s3.create_bucket(Bucket=bucket)

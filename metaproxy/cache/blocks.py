@@ -152,7 +152,7 @@ class BlockCache:
         path (up to ``MAX_WRITE_BEHIND`` bytes queued; past that, writes are synchronous)."""
         self.block_size = block_size
         self.stats = CacheStats()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._memory: dict[BlockKey, bytes] = {}
         self._mem_lru: _LRU[BlockKey] = _LRU(memory_capacity)
         self._disk_dir = Path(disk_dir) if disk_dir else None
@@ -183,12 +183,9 @@ class BlockCache:
 
     def get(self, key: BlockKey, fetch: Callable[[BlockKey], bytes]) -> bytes:
         """The block's bytes: from memory, from disk, or fetched once however many ask."""
-        with self._lock:
-            data = self._memory.get(key)
+        with self._lock:  # re-entrant: the hit check and the flight lookup are one step
+            data = self.get_cached(key)
             if data is not None:
-                self._mem_lru.touch(key)
-                self.stats.memory_hits += 1
-                self.stats.bytes_from_memory += len(data)
                 return data
             flight = self._flights.get(key)
             leader = flight is None

@@ -84,18 +84,9 @@ class UfsReaders:
     def s3(self) -> Any:
         with self._lock:
             if self._s3 is None:
-                import boto3
-                from botocore.config import Config as BotoConfig
+                from metaproxy.ufs.s3 import s3_client
 
-                c = self.config.s3
-                self._s3 = boto3.client(
-                    "s3",
-                    endpoint_url=c.endpoint or None,
-                    region_name=c.region,
-                    aws_access_key_id=c.access_key or None,
-                    aws_secret_access_key=c.secret_key or None,
-                    config=BotoConfig(s3={"addressing_style": "path" if c.path_style else "auto"}),
-                )
+                self._s3 = s3_client(self.config.s3)
             return self._s3
 
     @staticmethod
@@ -547,12 +538,17 @@ class Gateway:
         with self._lock:
             digests = {d for d, (k, _) in self._versions.items() if _under(k, key)}
         digests |= {r.digest for r in self._files_quietly(key)}
+        freed, kept = self._free_versions(digests)
+        return {"key": key, "freed_bytes": freed, "pinned_files_kept": kept}
+
+    def _free_versions(self, digests: set[str]) -> tuple[int, int]:
+        """Free file versions (pinned ones stay) and forget them; returns (bytes, pinned kept)."""
         pinned = {d for d in digests if self.cache.is_pinned(d)}
         freed = self.cache.free(digests)
         with self._lock:
             for d in digests - pinned:
                 self._versions.pop(d, None)
-        return {"key": key, "freed_bytes": freed, "pinned_files_kept": len(pinned)}
+        return freed, len(pinned)
 
     def set_ttl(self, target: str, ttl_s: float | None) -> dict[str, Any]:
         key = self.target_key(target)
@@ -584,13 +580,9 @@ class Gateway:
             }
         if not due:
             return 0
-        pinned = {d for d in due if self.cache.is_pinned(d)}
-        freed = self.cache.free(due)
-        with self._lock:
-            for d in due - pinned:
-                self._versions.pop(d, None)
+        freed, kept = self._free_versions(due)
         if freed:
-            log.info("cache: TTL freed %d bytes of %d file versions", freed, len(due - pinned))
+            log.info("cache: TTL freed %d bytes of %d file versions", freed, len(due) - kept)
         return freed
 
     def _files_quietly(self, key: str) -> list[Resolved]:

@@ -27,6 +27,7 @@ from metaproxy.migrate.store import MigrationStore
 from metaproxy.mounts import MountTable, load_mount_table, scheme_of
 from metaproxy.state import open_state
 from metaproxy.ufs import FileStatus, UfsNotFound
+from metaproxy.ufs.s3 import s3_client
 from metaproxy.ufs.webhdfs import WebHdfs, hdfs_path
 
 log = logging.getLogger("metaproxy.migrate")
@@ -84,7 +85,7 @@ class Migrator:
         self.hms_uri = hms_uri or config.metastore.uris[0]
         self.store = MigrationStore(config.state_path)
         self.webhdfs = WebHdfs(config.hdfs.webhdfs, config.hdfs.user, config.hdfs.timeout_s)
-        self.s3 = _s3_client(config)
+        self.s3 = s3_client(config.s3)
         m = config.migrate
         self.copier = Copier(self.webhdfs, self.s3, m.part_size, m.parallelism)
         self.target = m.target.rstrip("/")
@@ -514,21 +515,3 @@ def _split_s3(uri: str) -> tuple[str, str]:
     rest = uri.split("://", 1)[1]
     bucket, _, prefix = rest.partition("/")
     return bucket, prefix.rstrip("/")
-
-
-def _s3_client(config: Config) -> Any:
-    import boto3
-    from botocore.config import Config as BotoConfig
-
-    c = config.s3
-    return boto3.client(
-        "s3",
-        endpoint_url=c.endpoint or None,
-        region_name=c.region,
-        aws_access_key_id=c.access_key or None,
-        aws_secret_access_key=c.secret_key or None,
-        config=BotoConfig(
-            s3={"addressing_style": "path" if c.path_style else "auto"},
-            retries={"max_attempts": 3, "mode": "standard"},
-        ),
-    )

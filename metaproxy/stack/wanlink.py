@@ -23,6 +23,7 @@ import socket
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 CHUNK = 64 * 1024
@@ -178,12 +179,28 @@ def _recv_exact(c: socket.socket, n: int) -> bytes:
     return bytes(got)
 
 
-def _echo_sink_server() -> tuple[socket.socket, int]:
-    """A server for :func:`measure`: ``P`` + 31 bytes is echoed; ``B`` + an 8-byte length is
-    followed by that many bytes, answered by ``OK`` once all have arrived."""
+def serve_in_threads(handle: Callable[[socket.socket], None]) -> tuple[socket.socket, int]:
+    """A loopback server calling ``handle(conn)`` on a thread per connection; close the
+    returned socket to stop it."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(16)
+
+    def accept() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(c,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return srv, srv.getsockname()[1]
+
+
+def _echo_sink_server() -> tuple[socket.socket, int]:
+    """A server for :func:`measure`: ``P`` + 31 bytes is echoed; ``B`` + an 8-byte length is
+    followed by that many bytes, answered by ``OK`` once all have arrived."""
 
     def handle(c: socket.socket) -> None:
         with c, contextlib.suppress(ConnectionError, OSError):
@@ -199,16 +216,7 @@ def _echo_sink_server() -> tuple[socket.socket, int]:
                         left -= len(c.recv(min(CHUNK, left)))
                     c.sendall(b"OK")
 
-    def accept() -> None:
-        while True:
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=handle, args=(c,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    return srv, srv.getsockname()[1]
+    return serve_in_threads(handle)
 
 
 def measure(host: str, port: int, pings: int = 10, bulk: int = 8 * 1024 * 1024) -> dict[str, float]:

@@ -29,10 +29,10 @@ def hdfs_dir(stack: dict[str, Any]) -> Iterator[str]:
     WebHdfs(stack["webhdfs"]).delete(root, recursive=True)
 
 
-def run_cache(stack: dict[str, Any], gw: GatewayServer, *args: str, ok: bool = True) -> str:
-    r = CliRunner().invoke(
-        cli, ["--config", stack["config"], "cache", "--url", f"http://127.0.0.1:{gw.admin.port}", *args]
-    )
+def run_cache(stack: dict[str, Any], gw: GatewayServer | str, *args: str, ok: bool = True) -> str:
+    """``metaproxy cache …`` against a gateway (or its admin URL); asserts success or failure."""
+    url = gw if isinstance(gw, str) else f"http://127.0.0.1:{gw.admin.port}"
+    r = CliRunner().invoke(cli, ["--config", stack["config"], "cache", "--url", url, *args])
     assert (r.exit_code == 0) == ok, r.output
     return r.output
 
@@ -201,42 +201,10 @@ def test_cache_load_of_a_hive_partition(stack: dict[str, Any], tpcds: dict[str, 
     files = list(WebHdfs(stack["webhdfs"]).walk_files(hdfs_path(location)))
     total = sum(f.length for f in files)
     admin = f"http://{stack['gateway_admin'].split('://')[-1]}"
-    r = CliRunner().invoke(
-        cli,
-        [
-            "--config",
-            stack["config"],
-            "cache",
-            "--url",
-            admin,
-            "load",
-            "tpcds.store_sales",
-            "--partition",
-            name,
-        ],
-    )
-    assert r.exit_code == 0, r.output
-    assert f"loaded {len(files)} files" in r.output
-    r = CliRunner().invoke(
-        cli,
-        [
-            "--config",
-            stack["config"],
-            "cache",
-            "--url",
-            admin,
-            "load",
-            "tpcds.store_sales",
-            "--partition",
-            name,
-        ],
-    )
-    assert r.exit_code == 0 and "0 B fetched" in r.output, r.output
-    assert total > 0
-    bad = CliRunner().invoke(
-        cli, ["--config", stack["config"], "cache", "--url", admin, "load", "tpcds.nope"]
-    )
-    assert bad.exit_code != 0 and "tpcds.nope" in bad.output
+    out = run_cache(stack, admin, "load", "tpcds.store_sales", "--partition", name)
+    assert f"loaded {len(files)} files" in out and total > 0
+    assert "0 B fetched" in run_cache(stack, admin, "load", "tpcds.store_sales", "--partition", name)
+    assert "tpcds.nope" in run_cache(stack, admin, "load", "tpcds.nope", ok=False)
 
 
 def test_writes_land_on_the_create_target(

@@ -9,7 +9,14 @@ import threading
 
 import pytest
 
-from metaproxy.stack.wanlink import Direction, Link, LinkRunner, _echo_sink_server, _recv_exact
+from metaproxy.stack.wanlink import (
+    Direction,
+    Link,
+    LinkRunner,
+    _echo_sink_server,
+    _recv_exact,
+    serve_in_threads,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -31,9 +38,6 @@ def test_schedule_adds_delay_and_serialisation_and_is_shared() -> None:
 
 def _upper_server() -> tuple[socket.socket, int]:
     """Answers each connection with the SHA-256 of everything it received, then its length."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
 
     def handle(c: socket.socket) -> None:
         with c:
@@ -44,16 +48,7 @@ def _upper_server() -> tuple[socket.socket, int]:
                 n += len(data)
             c.sendall(h.digest() + n.to_bytes(8, "big"))
 
-    def accept() -> None:
-        while True:
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=handle, args=(c,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    return srv, srv.getsockname()[1]
+    return serve_in_threads(handle)
 
 
 def test_bytes_cross_intact_both_ways_on_many_connections() -> None:
