@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import resource
 import shutil
 import signal
@@ -55,10 +56,53 @@ def load_endpoints() -> dict[str, Any] | None:
         return None
 
 
+def _log_tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a component's log, indented, for an error that must explain itself."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            tail = f.read().decode("utf-8", "replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "".join(f"\n    | {line}" for line in tail)
+
+
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    """A free loopback port below the kernel's ephemeral range.
+
+    Ports are chosen when the stack starts but bound up to a minute later; a port from the
+    ephemeral range could meanwhile become the local end of some process's outgoing
+    connection (Trino and the DataNode open many), and the late listener would fail to bind.
+    """
+    lo, _ = _ephemeral_range()
+    first = 20000 if lo > 21000 else 1024
+    rng = random.SystemRandom()
+    for _ in range(500):
+        port = rng.randrange(first, lo) if lo - first > 100 else 0
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            port = int(s.getsockname()[1])
+        if not port_open(port, timeout=0.2):
+            _handed_out.add(port)
+            return port
+    raise StackError(f"no free port on {HOST} below {lo}")
 
 
 def port_open(port: int, timeout: float = 0.5) -> bool:
@@ -309,10 +353,14 @@ class Stack:
                                 flush=True,
                             )
                         elif not pid_alive(self.pids[comp.name]):
-                            raise StackError(f"{comp.name} exited during start; see {self._log(comp.name)}")
+                            raise StackError(
+                                f"{comp.name} exited during start; see {self._log(comp.name)}"
+                                + _log_tail(self._log(comp.name))
+                            )
                         elif time.monotonic() - started[comp.name] > comp.timeout_s:
                             raise StackError(
                                 f"{comp.name} not ready after {comp.timeout_s:.0f}s; see {self._log(comp.name)}"
+                                + _log_tail(self._log(comp.name))
                             )
                 time.sleep(0.5)
         except BaseException:
