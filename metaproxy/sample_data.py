@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -145,6 +146,14 @@ def _money(rng: random.Random, lo: int, hi: int) -> Decimal:
     return Decimal(rng.randint(lo * 100, hi * 100)) / 100
 
 
+def _cents(cents: np.ndarray) -> pa.Array:
+    """An int64 array of cents as ``decimal(7,2)`` values (128-bit two's complement words)."""
+    words = np.empty((len(cents), 2), dtype=np.int64)
+    words[:, 0] = cents
+    words[:, 1] = np.where(cents < 0, -1, 0)
+    return pa.Array.from_buffers(MONEY, len(cents), [None, pa.py_buffer(words.tobytes())])
+
+
 def generate(
     scale: float = 1.0, seed: int = DEFAULT_SEED, partitions: int = DEFAULT_PARTITIONS
 ) -> SampleData:
@@ -194,30 +203,31 @@ def generate(
         schema=SCHEMAS["store"],
     )
     rows = max(1, int(ROWS_PER_PARTITION * scale))
+    # the fact rows are drawn with numpy, one partition at a time, so large scales load fast
+    gen = np.random.Generator(np.random.PCG64(seed))
     sales: dict[int, pa.Table] = {}
     ticket = 1
     for p in range(partitions):
         sk = FIRST_DATE_SK + p
-        qty = [rng.randint(1, 100) for _ in range(rows)]
-        price = [_money(rng, 1, 200) for _ in range(rows)]
-        ext = [min(q * pr, Decimal("99999.99")) for q, pr in zip(qty, price, strict=True)]
-        profit = [(e * Decimal(rng.randint(-30, 50)) / 100).quantize(Decimal("0.01")) for e in ext]
-        tickets = []
-        for _ in range(rows):
-            if rng.random() < 0.3:
-                ticket += 1
-            tickets.append(ticket)
+        qty = gen.integers(1, 101, rows, dtype=np.int64)
+        price = gen.integers(100, 20_001, rows, dtype=np.int64)  # cents
+        ext = np.minimum(qty * price, 9_999_999)
+        pct = gen.integers(-30, 51, rows, dtype=np.int64)
+        profit = np.round(ext * pct / 100).astype(np.int64)  # half-even, like Decimal.quantize
+        new_ticket = gen.random(rows) < 0.3
+        tickets = ticket + np.cumsum(new_ticket)
+        ticket = int(tickets[-1])
         sales[sk] = pa.table(
             {
-                "ss_sold_time_sk": [rng.randint(28800, 75600) for _ in range(rows)],
-                "ss_item_sk": [rng.randint(1, n_items) for _ in range(rows)],
-                "ss_customer_sk": [rng.randint(1, 100_000) for _ in range(rows)],
-                "ss_store_sk": [rng.randint(1, STORES) for _ in range(rows)],
+                "ss_sold_time_sk": gen.integers(28_800, 75_601, rows, dtype=np.int64),
+                "ss_item_sk": gen.integers(1, n_items + 1, rows, dtype=np.int64),
+                "ss_customer_sk": gen.integers(1, 100_001, rows, dtype=np.int64),
+                "ss_store_sk": gen.integers(1, STORES + 1, rows, dtype=np.int64),
                 "ss_ticket_number": tickets,
-                "ss_quantity": qty,
-                "ss_sales_price": price,
-                "ss_ext_sales_price": ext,
-                "ss_net_profit": profit,
+                "ss_quantity": qty.astype(np.int32),
+                "ss_sales_price": _cents(price),
+                "ss_ext_sales_price": _cents(ext),
+                "ss_net_profit": _cents(profit),
             },
             schema=SCHEMAS["store_sales"],
         )
