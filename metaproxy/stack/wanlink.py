@@ -62,6 +62,12 @@ class Link:
         self.up = Direction(self.rtt_s / 2, rate)
         self.down = Direction(self.rtt_s / 2, rate)
 
+    def set(self, rtt_s: float, mbit: float) -> None:
+        """New settings for both directions (call on the link's event-loop thread)."""
+        self.rtt_s, self.mbit = rtt_s, mbit
+        for d in (self.up, self.down):
+            d.delay_s, d.rate, d.next_free = rtt_s / 2, mbit * 1e6 / 8, 0.0
+
 
 class Relay:
     """One listening port of the link, relaying to one on-prem ``target``."""
@@ -200,7 +206,8 @@ def serve_in_threads(handle: Callable[[socket.socket], None]) -> tuple[socket.so
 
 def _echo_sink_server() -> tuple[socket.socket, int]:
     """A server for :func:`measure`: ``P`` + 31 bytes is echoed; ``B`` + an 8-byte length is
-    followed by that many bytes, answered by ``OK`` once all have arrived."""
+    followed by that many bytes, answered by ``OK`` once all have arrived; ``D`` + an 8-byte
+    length is answered by that many bytes."""
 
     def handle(c: socket.socket) -> None:
         with c, contextlib.suppress(ConnectionError, OSError):
@@ -210,6 +217,12 @@ def _echo_sink_server() -> tuple[socket.socket, int]:
                     return
                 if kind == b"P":
                     c.sendall(b"P" + _recv_exact(c, 31))
+                elif kind == b"D":
+                    left = int.from_bytes(_recv_exact(c, 8), "big")
+                    block = b"y" * CHUNK
+                    while left:
+                        c.sendall(block[:left])
+                        left -= min(CHUNK, left)
                 else:
                     left = int.from_bytes(_recv_exact(c, 8), "big")
                     while left:
@@ -220,8 +233,8 @@ def _echo_sink_server() -> tuple[socket.socket, int]:
 
 
 def measure(host: str, port: int, pings: int = 10, bulk: int = 8 * 1024 * 1024) -> dict[str, float]:
-    """Round trip (median of small echoes) and upload throughput through a relay to the
-    echo/sink server."""
+    """Round trip (median of small echoes) and throughput each way (``mbit`` is the lower)
+    through a relay to the echo/sink server."""
     rtts = []
     with socket.create_connection((host, port), timeout=30) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -239,19 +252,120 @@ def measure(host: str, port: int, pings: int = 10, bulk: int = 8 * 1024 * 1024) 
             s.sendall(block[: bulk - sent])
             sent += min(len(block), bulk - sent)
         _recv_exact(s, 2)
-        elapsed = time.perf_counter() - t0
+        up_s = time.perf_counter() - t0
+    with socket.create_connection((host, port), timeout=60) as s:
+        t0 = time.perf_counter()
+        s.sendall(b"D" + bulk.to_bytes(8, "big"))
+        _recv_exact(s, bulk)
+        down_s = time.perf_counter() - t0
     rtt = statistics.median(rtts)
-    # the transfer's time less one round trip (the request's way there and the answer's back)
-    return {"rtt_ms": rtt * 1000, "mbit": sent * 8 / max(elapsed - rtt, 1e-9) / 1e6}
+    # a transfer's time less one round trip (the request's way there and the answer's back)
+    up = sent * 8 / max(up_s - rtt, 1e-9) / 1e6
+    down = bulk * 8 / max(down_s - rtt, 1e-9) / 1e6
+    return {"rtt_ms": rtt * 1000, "mbit": min(up, down), "mbit_up": up, "mbit_down": down}
+
+
+def serve(
+    link: Link, relays: list[tuple[tuple[str, int], tuple[str, int]]], control: tuple[str, int]
+) -> None:
+    """Run a link until SIGTERM: the relays, an echo/sink server behind the link (relayed on
+    the first relay's listen host, for :func:`measure`), and an HTTP control port.
+
+    ``GET /link`` tells the settings, the relays and the bytes moved each way; ``PUT /link``
+    with ``{"rtt_ms": .., "mbit": ..}`` changes the settings (``mbit`` 0: no bandwidth limit).
+    """
+    import json
+    import signal
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    runner = LinkRunner(link)
+    listened = [runner.add(listen, target) for listen, target in relays]
+    srv, echo_port = _echo_sink_server()
+    echo = runner.add((relays[0][0][0] if relays else "127.0.0.1", 0), ("127.0.0.1", echo_port))
+
+    def state() -> dict[str, object]:
+        return {
+            "rtt_ms": link.rtt_s * 1000,
+            "mbit": link.mbit,
+            "up_bytes": link.up.moved,
+            "down_bytes": link.down.moved,
+            "relays": [f"{h}:{p}" for h, p in listened],
+            "echo": f"{echo[0]}:{echo[1]}",
+        }
+
+    class Control(BaseHTTPRequestHandler):
+        def _answer(self, code: int, body: dict[str, object]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self._answer(200, state()) if self.path == "/link" else self._answer(
+                404, {"error": "no such path"}
+            )
+
+        def do_PUT(self) -> None:  # noqa: N802
+            try:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+                rtt_ms, mbit = (
+                    float(body.get("rtt_ms", link.rtt_s * 1000)),
+                    float(body.get("mbit", link.mbit)),
+                )
+                if rtt_ms < 0 or mbit < 0:
+                    raise ValueError("rtt_ms and mbit must not be negative")
+            except (ValueError, TypeError, AttributeError) as e:
+                self._answer(400, {"error": f"bad link settings: {e}"})
+                return
+            runner.loop.call_soon_threadsafe(link.set, rtt_ms / 1000, mbit)
+            time.sleep(0.05)
+            self._answer(200, state())
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    httpd = ThreadingHTTPServer(control, Control)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    threading.Thread(target=httpd.serve_forever, name="wanlink-control", daemon=True).start()
+    print(f"wanlink: {json.dumps(state())}", flush=True)
+    stop.wait()
+    httpd.shutdown()
+    runner.close()
+    srv.close()
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host or "127.0.0.1", int(port)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rtt-ms", type=float, default=30.0)
     ap.add_argument("--mbit", type=float, default=200.0)
+    ap.add_argument(
+        "--relay",
+        action="append",
+        default=[],
+        metavar="LISTEN=TARGET",
+        help="serve the link: relay host:port to host:port (repeatable); without it, check a link",
+    )
+    ap.add_argument("--control", default="127.0.0.1:0", help="host:port of the control endpoint")
     args = ap.parse_args()
+    link = Link(args.rtt_ms / 1000, args.mbit)
+    if args.relay:
+        pairs = []
+        for r in args.relay:
+            listen, _, target = r.partition("=")
+            pairs.append((_address(listen), _address(target)))
+        serve(link, pairs, _address(args.control))
+        return
     srv, port = _echo_sink_server()
-    runner = LinkRunner(Link(args.rtt_ms / 1000, args.mbit))
+    runner = LinkRunner(link)
     host, rport = runner.add(("127.0.0.1", 0), ("127.0.0.1", port))
     m = measure(host, rport)
     print(

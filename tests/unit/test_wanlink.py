@@ -96,3 +96,60 @@ def test_a_closed_target_closes_the_client_side() -> None:
         srv.close()
     finally:
         runner.close()
+
+
+def test_a_served_link_is_controlled_and_measured_through_its_echo_relay() -> None:
+    """`python -m metaproxy.stack.wanlink --relay …` relays, reports and takes new settings."""
+    import json
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from metaproxy.stack.launcher import free_port
+    from metaproxy.stack.wanlink import measure
+
+    srv, target = _upper_server()
+    control = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "metaproxy.stack.wanlink",
+            "--rtt-ms",
+            "20",
+            "--mbit",
+            "100",
+            "--relay",
+            f"127.0.0.1:0=127.0.0.1:{target}",
+            "--control",
+            f"127.0.0.1:{control}",
+        ]
+    )
+    url = f"http://127.0.0.1:{control}/link"
+    try:
+        for _ in range(100):
+            try:
+                state = json.load(urllib.request.urlopen(url, timeout=2))
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("the link's control endpoint never answered")
+        assert (state["rtt_ms"], state["mbit"]) == (20, 100)
+        host, port = state["echo"].rsplit(":", 1)
+        m = measure(host, int(port), pings=5, bulk=2 * 1024 * 1024)
+        assert 19 < m["rtt_ms"] < 60
+        assert 50 < m["mbit"] < 110
+        req = urllib.request.Request(url, data=json.dumps({"rtt_ms": 2, "mbit": 0}).encode(), method="PUT")
+        assert json.load(urllib.request.urlopen(req, timeout=5))["mbit"] == 0
+        fast = measure(host, int(port), pings=5, bulk=2 * 1024 * 1024)
+        assert fast["rtt_ms"] < 15 and fast["mbit"] > 110
+        bad = urllib.request.Request(url, data=b'{"mbit": -5}', method="PUT")
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(bad, timeout=5)
+        assert e.value.code == 400
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        srv.close()
