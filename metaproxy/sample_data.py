@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -304,6 +305,125 @@ def loaded_sample(hms_uri: str, database: str = DATABASE) -> str | None:
         return (db.parameters or {}).get(SAMPLE_PARAM)
 
 
+def _files(data: SampleData, base_path: str) -> list[tuple[str, bytes]]:
+    """The Parquet files of a sample under ``base_path``, laid out as Hive lays out tables."""
+    files: list[tuple[str, bytes]] = []
+    for name in ("date_dim", "item", "store"):
+        files.append((f"{base_path}/{name}/part-00000.parquet", parquet_bytes(getattr(data, name))))
+    for sk, table in data.store_sales.items():
+        files.append(
+            (f"{base_path}/store_sales/ss_sold_date_sk={sk}/part-00000.parquet", parquet_bytes(table))
+        )
+    return files
+
+
+def _write(
+    files: list[tuple[str, bytes]],
+    put: Callable[[str, bytes], object],
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for done, _ in enumerate(pool.map(lambda f: put(*f), files), 1):
+            if progress:
+                progress(done, len(files))
+
+
+def _register(hms: Any, database: str, location: str, data: SampleData, sample: str) -> None:
+    """Create the database, its four external tables and the fact table's partitions."""
+    from hive_metastore.ttypes import Database, FieldSchema, Partition, Table
+
+    hms.create_database(
+        Database(
+            name=database,
+            description="metaproxy sample data (TPC-DS-shaped)",
+            locationUri=location,
+            parameters={SAMPLE_PARAM: sample},
+        )
+    )
+    now = int(time.time())
+    for name in ("date_dim", "item", "store", "store_sales"):
+        keys = (
+            [FieldSchema(name="ss_sold_date_sk", type="bigint", comment=None)]
+            if name == "store_sales"
+            else []
+        )
+        hms.create_table(
+            Table(
+                tableName=name,
+                dbName=database,
+                owner="metaproxy",
+                createTime=now,
+                lastAccessTime=0,
+                retention=0,
+                sd=_storage(SCHEMAS[name], f"{location}/{name}"),
+                partitionKeys=keys,
+                parameters={"EXTERNAL": "TRUE"},
+                tableType="EXTERNAL_TABLE",
+            )
+        )
+    parts = [
+        Partition(
+            values=[str(sk)],
+            dbName=database,
+            tableName="store_sales",
+            createTime=now,
+            lastAccessTime=0,
+            sd=_storage(SCHEMAS["store_sales"], f"{location}/store_sales/ss_sold_date_sk={sk}"),
+            parameters={},
+        )
+        for sk in sorted(data.store_sales)
+    ]
+    for i in range(0, len(parts), 500):
+        hms.add_partitions(parts[i : i + 500])
+
+
+def load_to_s3(
+    hms_uri: str,
+    s3: Any,
+    bucket: str,
+    scale: float = 1.0,
+    seed: int = DEFAULT_SEED,
+    partitions: int = DEFAULT_PARTITIONS,
+    database: str = DATABASE,
+    progress: Callable[[int, int], None] | None = None,
+) -> LoadResult:
+    """The same sample in an S3 bucket (``s3://bucket/database/…``), registered as ``database``.
+
+    ``s3`` is a boto3 S3 client; the bucket is created when missing and the old copy replaced.
+    """
+    from hive_metastore.ttypes import NoSuchObjectException
+
+    from metaproxy.hms import connect
+
+    t0 = time.monotonic()
+    data = generate(scale, seed, partitions)
+    files = _files(data, database)
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
+        s3.create_bucket(Bucket=bucket)
+    with connect(hms_uri) as hms:
+        with contextlib.suppress(NoSuchObjectException):
+            hms.drop_database(database, False, True)
+        old = [
+            {"Key": o["Key"]}
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{database}/")
+            for o in page.get("Contents", [])
+        ]
+        for i in range(0, len(old), 1000):
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": old[i : i + 1000]})
+        _write(files, lambda key, body: s3.put_object(Bucket=bucket, Key=key, Body=body), progress)
+        _register(hms, database, f"s3://{bucket}/{database}", data, sample_id(scale, seed, partitions))
+    return LoadResult(
+        database=database,
+        location=f"s3://{bucket}/{database}",
+        tables={n: getattr(data, n).num_rows for n in ("date_dim", "item", "store")}
+        | {"store_sales": sum(t.num_rows for t in data.store_sales.values())},
+        partitions=len(data.store_sales),
+        files=len(files),
+        bytes=sum(len(b) for _, b in files),
+        seconds=time.monotonic() - t0,
+    )
+
+
 def load(
     hms_uri: str,
     hdfs_uri: str,
@@ -316,7 +436,7 @@ def load(
     progress: Callable[[int, int], None] | None = None,
 ) -> LoadResult:
     """Generate the sample, write it to HDFS and register it in the HMS (replacing any old copy)."""
-    from hive_metastore.ttypes import Database, NoSuchObjectException, Partition, Table
+    from hive_metastore.ttypes import NoSuchObjectException
 
     from metaproxy.hms import connect
 
@@ -325,77 +445,15 @@ def load(
     fs = WebHdfs(webhdfs_url)
     base_path = f"{root.rstrip('/')}/{database}"
     location = f"{hdfs_uri.rstrip('/')}{base_path}"
-
-    files: list[tuple[str, bytes]] = []
-    for name in ("date_dim", "item", "store"):
-        files.append((f"{base_path}/{name}/part-00000.parquet", parquet_bytes(getattr(data, name))))
-    for sk, table in data.store_sales.items():
-        files.append(
-            (f"{base_path}/store_sales/ss_sold_date_sk={sk}/part-00000.parquet", parquet_bytes(table))
-        )
+    files = _files(data, base_path)
 
     with connect(hms_uri) as hms:
         with contextlib.suppress(NoSuchObjectException):
             hms.drop_database(database, False, True)
         with contextlib.suppress(UfsNotFound):
             fs.delete(base_path, recursive=True)
-        done = 0
-
-        def put(item: tuple[str, bytes]) -> int:
-            fs.create(item[0], item[1])
-            return len(item[1])
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            for _ in pool.map(put, files):
-                done += 1
-                if progress:
-                    progress(done, len(files))
-
-        hms.create_database(
-            Database(
-                name=database,
-                description="metaproxy sample data (TPC-DS-shaped)",
-                locationUri=location,
-                parameters={SAMPLE_PARAM: sample_id(scale, seed, partitions)},
-            )
-        )
-        now = int(time.time())
-        for name in ("date_dim", "item", "store", "store_sales"):
-            schema = SCHEMAS[name]
-            keys = []
-            if name == "store_sales":
-                from hive_metastore.ttypes import FieldSchema
-
-                keys = [FieldSchema(name="ss_sold_date_sk", type="bigint", comment=None)]
-            hms.create_table(
-                Table(
-                    tableName=name,
-                    dbName=database,
-                    owner="metaproxy",
-                    createTime=now,
-                    lastAccessTime=0,
-                    retention=0,
-                    sd=_storage(schema, f"{location}/{name}"),
-                    partitionKeys=keys,
-                    parameters={"EXTERNAL": "TRUE"},
-                    tableType="EXTERNAL_TABLE",
-                )
-            )
-        parts = [
-            Partition(
-                values=[str(sk)],
-                dbName=database,
-                tableName="store_sales",
-                createTime=now,
-                lastAccessTime=0,
-                sd=_storage(SCHEMAS["store_sales"], f"{location}/store_sales/ss_sold_date_sk={sk}"),
-                parameters={},
-            )
-            for sk in sorted(data.store_sales)
-        ]
-        for i in range(0, len(parts), 500):
-            hms.add_partitions(parts[i : i + 500])
-
+        _write(files, lambda path, body: fs.create(path, body), progress)
+        _register(hms, database, location, data, sample_id(scale, seed, partitions))
     return LoadResult(
         database=database,
         location=location,

@@ -46,6 +46,7 @@ READS_FLUSH_S = 5.0
 WRITE_SLICE = 1024 * 1024
 #: the largest single PutObject body accepted (held in memory while it is checked and written)
 MAX_PUT = 256 * 1024 * 1024
+UFS_CALLS = Counter("metaproxy_gateway_ufs_calls", "Calls the gateway made to a UFS", ["ufs", "op"])
 READ_AHEAD = Counter("metaproxy_gateway_read_ahead_blocks", "Blocks fetched ahead of sequential readers")
 
 
@@ -96,6 +97,7 @@ class UfsReaders:
         return bucket, key
 
     def stat(self, uri: str) -> FileStatus:
+        UFS_CALLS.labels(scheme_of(uri), "stat").inc()
         if scheme_of(uri) == "s3":
             import botocore.exceptions
 
@@ -112,6 +114,7 @@ class UfsReaders:
         return self.webhdfs.status(hdfs_path(uri))
 
     def read(self, uri: str, start: int, end: int) -> bytes:
+        UFS_CALLS.labels(scheme_of(uri), "read").inc()
         if scheme_of(uri) == "s3":
             import botocore.exceptions
 
@@ -149,6 +152,7 @@ class UfsReaders:
 
     def list_files(self, uri: str) -> list[FileStatus]:
         """Every file below a directory (recursively), with paths relative to ``uri``."""
+        UFS_CALLS.labels(scheme_of(uri), "list").inc()
         if scheme_of(uri) == "s3":
             bucket, key = self._bucket_key(uri)
             prefix = key.rstrip("/") + "/" if key else ""
@@ -271,6 +275,19 @@ class Gateway:
         with self._lock:
             self._statuses[uri] = (now, st)
         return st
+
+    def note_listed(self, base_uri: str, files: list[FileStatus]) -> None:
+        """Keep the statuses a listing brought as fresh ones: an engine lists a directory, then
+        reads its files, and across a slow link a second round trip per file is what it would
+        cost to stat each one again."""
+        now = time.monotonic()
+        base = base_uri.rstrip("/")
+        s3 = scheme_of(base_uri) == "s3"
+        with self._lock:
+            for f in files:
+                uri = f"{base}/{f.path}"
+                path = uri if s3 else hdfs_path(uri)
+                self._statuses[uri] = (now, FileStatus(path, f.length, f.mtime_ms))
 
     def block(self, r: Resolved, index: int) -> bytes:
         bs = self.cache.block_size
@@ -908,7 +925,9 @@ def make_app(gw: Gateway) -> web.Application:
         seen: dict[str, s3api.ListEntry] = {}
         for member in reversed(mount.read_priority):  # earlier priority wins
             uri = gw.mounts.ufs_location(mount, rest, member)
-            for f in gw.readers.list_files(uri):
+            listed = gw.readers.list_files(uri)
+            gw.note_listed(uri, listed)
+            for f in listed:
                 k = f"{base_key}/{f.path}"
                 seen[k] = s3api.ListEntry(
                     k, f.length, f.mtime_ms, s3api.etag(f"{uri}/{f.path}", f.length, f.mtime_ms)

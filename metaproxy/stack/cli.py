@@ -16,10 +16,20 @@ def stack() -> None:
 
 
 @stack.command("up")
-def stack_up() -> None:
-    """Start the stack (or reuse the running one) and print its endpoints."""
+@click.option(
+    "--wan",
+    is_flag=True,
+    help="Put HDFS and the HMS behind a simulated wide-area link (for the hybrid-cloud bench).",
+)
+@click.option("--rtt-ms", type=click.FloatRange(min=0), default=30.0, show_default=True)
+@click.option("--mbit", type=click.FloatRange(min=0), default=200.0, show_default=True)
+def stack_up(wan: bool, rtt_ms: float, mbit: float) -> None:
+    """Start the stack (or reuse the running one) and print its endpoints.
+
+    A running stack of the other kind (with or without the link) is stopped first.
+    """
     try:
-        ep = Stack().up()
+        ep = Stack(wan={"rtt_ms": rtt_ms, "mbit": mbit} if wan else None).up()
     except StackError as e:
         click.echo(f"stack: {e}", err=True)
         sys.exit(1)

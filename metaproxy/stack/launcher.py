@@ -32,6 +32,9 @@ ROOT = Path(__file__).resolve().parents[2]
 STACK_DIR = Path(os.environ.get("METAPROXY_STACK_DIR", ROOT / ".stack")).resolve()
 JAVA_POM = ROOT / "java" / "pom.xml"
 HOST = "127.0.0.1"
+#: with the WAN link, the on-prem services are reached from the cloud side on this address,
+#: each through a relay of the link on the same port number
+WAN_HOST = "127.0.0.2"
 S3_ACCESS_KEY = "metaproxy-local"
 S3_SECRET_KEY = "metaproxy-local-secret"
 S3_REGION = "us-east-1"
@@ -254,6 +257,17 @@ class Stack:
     dir: Path = STACK_DIR
     ports: dict[str, int] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
+    #: the simulated WAN link between the cloud side and the on-prem side, e.g.
+    #: ``{"rtt_ms": 30, "mbit": 200}``; None: no link (the default stack)
+    wan: dict[str, float] | None = None
+
+    @property
+    def onprem_host(self) -> str:
+        """The address the cloud side (Trino, proxy, gateway) uses for HDFS and the HMS."""
+        return WAN_HOST if self.wan is not None else HOST
+
+    def components(self) -> list[Component]:
+        return [c for c in COMPONENTS if c.name != "wan" or self.wan is not None]
 
     # -- paths ----------------------------------------------------------------------------
 
@@ -303,6 +317,16 @@ class Stack:
             "ports": dict(self.ports),
             "started_at": time.time(),
         }
+        if self.wan is not None:
+            h = WAN_HOST
+            ep["wan"] = {
+                **self.wan,
+                "host": h,
+                "control": f"http://{HOST}:{self.port('wan_control')}/link",
+                "hms": f"thrift://{h}:{self.port('hms')}",
+                "hdfs": f"hdfs://{h}:{self.port('hdfs_rpc')}",
+                "webhdfs": f"http://{h}:{self.port('hdfs_http')}",
+            }
         return ep
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -312,13 +336,15 @@ class Stack:
         ep = load_endpoints()
         if not ep:
             return False
+        if ("wan" in ep) != (self.wan is not None):
+            return False  # the running stack has (or lacks) the WAN link: not the one wanted
         self.ports = dict(ep.get("ports", {}))
         self.pids = {k: int(v) for k, v in ep.get("pids", {}).items()}
-        if any(c.name not in self.pids for c in COMPONENTS):
+        if any(c.name not in self.pids for c in self.components()):
             return False  # started by an older version of this launcher, or partially
         if not all(pid_alive(p) for p in self.pids.values()):
             return False
-        return all(c.ready(self) for c in COMPONENTS)
+        return all(c.ready(self) for c in self.components())
 
     def up(self, components: list[str] | None = None) -> dict[str, Any]:
         """Start the stack, or reuse the running one. Returns the endpoints."""
@@ -333,7 +359,7 @@ class Stack:
         t_install = time.monotonic() - t0
         for d in (self.logs, self.data, self.conf, self.dir / "pids"):
             d.mkdir(parents=True, exist_ok=True)
-        wanted = [c for c in COMPONENTS if components is None or c.name in components]
+        wanted = [c for c in self.components() if components is None or c.name in components]
         started: dict[str, float] = {}
         pending = list(wanted)
         ready: set[str] = set()
@@ -436,8 +462,10 @@ class Stack:
         ep = load_endpoints() or {}
         self.ports = dict(ep.get("ports", {}))
         self.pids = {k: int(v) for k, v in ep.get("pids", {}).items()}
+        if "wan" in ep:
+            self.wan = {k: ep["wan"][k] for k in ("rtt_ms", "mbit")}
         out = {}
-        for c in COMPONENTS:
+        for c in self.components():
             pid = self.pids.get(c.name)
             out[c.name] = bool(pid and pid_alive(pid) and c.ready(self))
         return out
@@ -480,7 +508,8 @@ def _hadoop_conf(st: Stack) -> Path:
                 "dfs.datanode.address": f"{HOST}:{st.port('datanode')}",
                 "dfs.datanode.http.address": f"{HOST}:{st.port('datanode_http')}",
                 "dfs.datanode.ipc.address": f"{HOST}:{st.port('datanode_ipc')}",
-                "dfs.datanode.hostname": HOST,
+                # the name clients that ask for it (Trino with the link) connect to
+                "dfs.datanode.hostname": st.onprem_host,
                 "dfs.replication": "1",
                 "dfs.permissions.enabled": "false",
                 "dfs.namenode.safemode.extension": "0",
@@ -697,8 +726,22 @@ def _prepare_trino(st: Stack) -> tuple[list[str], dict[str, str]]:
         + "\n"
     )
     (etc / "log.properties").write_text("io.trino=INFO\n")
-    hms = f"thrift://{HOST}:{st.port('hms')}"
+    hms = f"thrift://{st.onprem_host}:{st.port('hms')}"
     (etc / "catalog" / "direct.properties").write_text(trino_catalog(hms, st))
+    if st.wan is not None:
+        # across the link, HDFS clients connect to the DataNode by its name (the link's address)
+        hdfs_site = etc / "hdfs-site.xml"
+        hdfs_site.write_text(_site_xml({"dfs.client.use.datanode.hostname": "true"}))
+        wan = {"hive.config.resources": str(hdfs_site)}
+        (etc / "catalog" / "direct.properties").write_text(trino_catalog(hms, st, wan))
+        # the peer to compare with: Trino's own file-system cache on local disk
+        cache = {
+            **wan,
+            "fs.cache.enabled": "true",
+            "fs.cache.directories": str(st.data / "trino-fs-cache"),
+            "fs.cache.max-sizes": "16GB",
+        }
+        (etc / "catalog" / "direct_cache.properties").write_text(trino_catalog(hms, st, cache))
     # through metaproxy: `onprem` with the cloud profile (its gateway bucket goes to the cache
     # gateway through an S3 security mapping), `passthrough` rewriting nothing
     mapping = etc / "onprem-s3-mapping.json"
@@ -758,7 +801,8 @@ def _trino_ready(st: Stack) -> bool:
 
 def stack_config(st: Stack) -> Path:
     """The metaproxy config of the local stack (written at start; tests and the demo read it)."""
-    hdfs = f"hdfs://{HOST}:{st.port('hdfs_rpc')}"
+    onprem = st.onprem_host
+    hdfs = f"hdfs://{onprem}:{st.port('hdfs_rpc')}"
     text = f"""# written by `metaproxy stack up` for the local stack
 log_level = "INFO"
 
@@ -766,7 +810,7 @@ log_level = "INFO"
 path = "{st.data / "metaproxy" / "state.db"}"
 
 [metastore]
-uris = ["thrift://{HOST}:{st.port("hms")}"]
+uris = ["thrift://{onprem}:{st.port("hms")}"]
 allow_writes = true
 writable_databases = ["scratch.*", "lake.*"]
 
@@ -808,7 +852,7 @@ capacity = "4GiB"
 
 [hdfs]
 namenode = "{hdfs}"
-webhdfs = "http://{HOST}:{st.port("hdfs_http")}"
+webhdfs = "http://{onprem}:{st.port("hdfs_http")}"
 
 [s3]
 endpoint = "http://{HOST}:{st.port("s3")}"
@@ -854,6 +898,32 @@ def _gateway_ready(st: Stack) -> bool:
         return False
 
 
+def _prepare_wan(st: Stack) -> tuple[list[str], dict[str, str]]:
+    """The link's relays: each on-prem port, on the link's address, to the same port on loopback."""
+    assert st.wan is not None
+    argv = [
+        sys.executable,
+        "-m",
+        "metaproxy.stack.wanlink",
+        "--rtt-ms",
+        str(st.wan["rtt_ms"]),
+        "--mbit",
+        str(st.wan["mbit"]),
+        "--control",
+        f"{HOST}:{st.port('wan_control')}",
+    ]
+    for name in ("hdfs_rpc", "hdfs_http", "datanode", "datanode_http", "datanode_ipc", "hms"):
+        argv += ["--relay", f"{WAN_HOST}:{st.port(name)}={HOST}:{st.port(name)}"]
+    return argv, {}
+
+
+def _wan_ready(st: Stack) -> bool:
+    try:
+        return requests.get(f"http://{HOST}:{st.port('wan_control')}/link", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
 def _proxy_ready(st: Stack) -> bool:
     try:
         r = requests.get(f"http://{HOST}:{st.port('proxy_admin')}/health", timeout=5)
@@ -863,11 +933,13 @@ def _proxy_ready(st: Stack) -> bool:
 
 
 COMPONENTS: list[Component] = [
+    # only with the WAN link (Stack.wan); components after it wait for it only then
+    Component("wan", _prepare_wan, _wan_ready, timeout_s=30),
     Component("namenode", _prepare_namenode, _namenode_ready, timeout_s=120),
     Component("s3", _prepare_s3, _s3_ready, timeout_s=60),
     Component("trino", _prepare_trino, _trino_ready, timeout_s=300),
     Component("datanode", _prepare_datanode, _datanode_ready, timeout_s=120, after=("namenode",)),
     Component("hms", _prepare_hms, _hms_ready, timeout_s=180, after=("datanode", "s3")),
-    Component("proxy", _prepare_proxy, _proxy_ready, timeout_s=60, after=("hms",)),
-    Component("gateway", _prepare_gateway, _gateway_ready, timeout_s=60, after=("datanode",)),
+    Component("proxy", _prepare_proxy, _proxy_ready, timeout_s=60, after=("hms", "wan")),
+    Component("gateway", _prepare_gateway, _gateway_ready, timeout_s=60, after=("datanode", "wan")),
 ]

@@ -103,6 +103,32 @@ def test_head_get_range_and_list(stack: dict[str, Any], gateway: GatewayServer, 
     assert stats.bytes_from_memory + stats.bytes_from_disk > 0  # the ranged reads hit the cache
 
 
+def _ufs_calls(op: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("metaproxy_gateway_ufs_calls_total", {"ufs": "hdfs", "op": op}) or 0.0
+
+
+def test_a_listing_spares_each_listed_file_its_stat(
+    stack: dict[str, Any], gateway: GatewayServer, hdfs_dir: str
+) -> None:
+    """An engine lists a partition, then reads its files: across a slow link, one round trip
+    per file saved. The statuses stay fresh only for the consistency bound."""
+    fs = WebHdfs(stack["webhdfs"])
+    for i in range(3):
+        fs.create(f"{hdfs_dir}/part/f{i}.bin", payload(1000 + i, seed=i))
+    s3 = client(gateway.port)
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="metaproxy", Prefix="data/part/")["Contents"])
+    assert keys == [f"data/part/f{i}.bin" for i in range(3)]
+    stats = _ufs_calls("stat")
+    for i, key in enumerate(keys):
+        assert s3.get_object(Bucket="metaproxy", Key=key)["Body"].read() == payload(1000 + i, seed=i)
+    assert _ufs_calls("stat") == stats  # served on the listing's statuses
+    time.sleep(1.2)  # past the bound (stale_after = 1s) each file is stat'ed again
+    assert s3.get_object(Bucket="metaproxy", Key=keys[0])["Body"].read() == payload(1000, seed=0)
+    assert _ufs_calls("stat") == stats + 1
+
+
 def test_errors_are_s3_errors(stack: dict[str, Any], gateway: GatewayServer, hdfs_dir: str) -> None:
     WebHdfs(stack["webhdfs"]).create(f"{hdfs_dir}/f.bin", payload(100))
     s3 = client(gateway.port)
