@@ -109,6 +109,9 @@ class GatewayConfig:
     pinned_max: int = 4 * 1024 * 1024 * 1024
     stale_after_s: float = 5.0
     read_ahead_blocks: int = 4
+    #: threads for UFS calls (stat, list, block reads); across a slow link each waits a round
+    #: trip, so concurrency, not CPU, bounds an engine listing many partitions at once
+    io_threads: int = 64
     admin_port: int = 9186
     #: mounts that accept PutObject/DeleteObject (written to the mount's create target); none by default
     writable_mounts: tuple[str, ...] = ()
@@ -411,10 +414,13 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base_dir: Path 
         ),
         stale_after_s=gw.duration("stale_after", 5.0),
         read_ahead_blocks=gw.get("read_ahead_blocks", int, GatewayConfig.read_ahead_blocks),
+        io_threads=gw.get("io_threads", int, GatewayConfig.io_threads),
         admin_port=_port(gw, "admin_port", 9186),
         writable_mounts=tuple("/" + m.strip().strip("/") for m in gw.str_list("writable_mounts", ())),
         ttl_check_interval_s=gw.duration("ttl_check_interval", 10.0),
     )
+    if not 1 <= gateway.io_threads <= 1024:
+        raise gw._fail("io_threads", "a number of threads from 1 to 1024", gateway.io_threads)
     if gateway.read_ahead_blocks < 0:
         raise gw._fail("read_ahead_blocks", "a number of blocks >= 0", gateway.read_ahead_blocks)
     if gateway.pinned_max > disk.capacity and disk.capacity > 0:

@@ -46,6 +46,8 @@ READS_FLUSH_S = 5.0
 WRITE_SLICE = 1024 * 1024
 #: the largest single PutObject body accepted (held in memory while it is checked and written)
 MAX_PUT = 256 * 1024 * 1024
+#: directory listings kept (each for at most ``stale_after``)
+MAX_LISTINGS = 10_000
 UFS_CALLS = Counter("metaproxy_gateway_ufs_calls", "Calls the gateway made to a UFS", ["ufs", "op"])
 READ_AHEAD = Counter("metaproxy_gateway_read_ahead_blocks", "Blocks fetched ahead of sequential readers")
 
@@ -185,8 +187,10 @@ class Gateway:
         self.readers = UfsReaders(config)
         self.mounts: MountTable = load_mount_table(config, None)
         self._statuses: dict[str, tuple[float, FileStatus]] = {}
+        #: directory listings, fresh for ``stale_after`` like statuses: UFS URI → (taken, files)
+        self._listings: OrderedDict[str, tuple[float, list[FileStatus]]] = OrderedDict()
         self._lock = threading.Lock()
-        self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gateway-io")
+        self.pool = ThreadPoolExecutor(max_workers=g.io_threads, thread_name_prefix="gateway-io")
         self.keys = {g.access_key: g.secret_key} if g.access_key and g.secret_key else {}
         self.bytes_by_mount: dict[str, int] = {}
         self.bytes_by_ufs: dict[str, int] = {}
@@ -276,6 +280,25 @@ class Gateway:
             self._statuses[uri] = (now, st)
         return st
 
+    def listing(self, uri: str) -> list[FileStatus]:
+        """Every file below a UFS directory, re-listed once older than ``stale_after``.
+
+        Queries that follow each other within the bound list the same partitions; across a
+        slow link each listing is a round trip."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._listings.get(uri)
+        if hit is not None and now - hit[0] < self.config.gateway.stale_after_s:
+            return hit[1]
+        files = self.readers.list_files(uri)
+        self.note_listed(uri, files)
+        with self._lock:
+            self._listings[uri] = (now, files)
+            self._listings.move_to_end(uri)
+            while len(self._listings) > MAX_LISTINGS:
+                self._listings.popitem(last=False)
+        return files
+
     def note_listed(self, base_uri: str, files: list[FileStatus]) -> None:
         """Keep the statuses a listing brought as fresh ones: an engine lists a directory, then
         reads its files, and across a slow link a second round trip per file is what it would
@@ -349,6 +372,7 @@ class Gateway:
 
     def _forget_status(self, mount: Mount, rest: str) -> None:
         with self._lock:
+            self._listings.clear()  # a write changes some directory's listing
             for member in mount.read_priority:
                 self._statuses.pop(self.mounts.ufs_location(mount, rest, member), None)
 
@@ -925,9 +949,7 @@ def make_app(gw: Gateway) -> web.Application:
         seen: dict[str, s3api.ListEntry] = {}
         for member in reversed(mount.read_priority):  # earlier priority wins
             uri = gw.mounts.ufs_location(mount, rest, member)
-            listed = gw.readers.list_files(uri)
-            gw.note_listed(uri, listed)
-            for f in listed:
+            for f in gw.listing(uri):
                 k = f"{base_key}/{f.path}"
                 seen[k] = s3api.ListEntry(
                     k, f.length, f.mtime_ms, s3api.etag(f"{uri}/{f.path}", f.length, f.mtime_ms)

@@ -113,20 +113,27 @@ def test_a_listing_spares_each_listed_file_its_stat(
     stack: dict[str, Any], gateway: GatewayServer, hdfs_dir: str
 ) -> None:
     """An engine lists a partition, then reads its files: across a slow link, one round trip
-    per file saved. The statuses stay fresh only for the consistency bound."""
+    per file saved. Statuses and listings stay fresh only for the consistency bound."""
     fs = WebHdfs(stack["webhdfs"])
     for i in range(3):
         fs.create(f"{hdfs_dir}/part/f{i}.bin", payload(1000 + i, seed=i))
     s3 = client(gateway.port)
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="metaproxy", Prefix="data/part/")["Contents"])
     assert keys == [f"data/part/f{i}.bin" for i in range(3)]
-    stats = _ufs_calls("stat")
+    stats, lists = _ufs_calls("stat"), _ufs_calls("list")
     for i, key in enumerate(keys):
         assert s3.get_object(Bucket="metaproxy", Key=key)["Body"].read() == payload(1000 + i, seed=i)
     assert _ufs_calls("stat") == stats  # served on the listing's statuses
-    time.sleep(1.2)  # past the bound (stale_after = 1s) each file is stat'ed again
+    again = s3.list_objects_v2(Bucket="metaproxy", Prefix="data/part/")["Contents"]
+    assert sorted(o["Key"] for o in again) == keys
+    assert _ufs_calls("list") == lists  # the listing itself is fresh within the bound
+    fs.create(f"{hdfs_dir}/part/f3.bin", payload(10))
+    time.sleep(1.2)  # past the bound (stale_after = 1s) files are stat'ed and listed again
     assert s3.get_object(Bucket="metaproxy", Key=keys[0])["Body"].read() == payload(1000, seed=0)
     assert _ufs_calls("stat") == stats + 1
+    later = s3.list_objects_v2(Bucket="metaproxy", Prefix="data/part/")["Contents"]
+    assert "data/part/f3.bin" in {o["Key"] for o in later}
+    assert _ufs_calls("list") == lists + 1
 
 
 def test_errors_are_s3_errors(stack: dict[str, Any], gateway: GatewayServer, hdfs_dir: str) -> None:

@@ -43,6 +43,7 @@ def test_durations(text: object, expected: float) -> None:
         ({"gateway": {"block_size": "1KiB"}}, "between 64KiB and 64MiB"),
         ({"gateway": {"port": "80"}}, "[gateway] port: expected a int"),
         ({"gateway": {"bucket": "Bad_Bucket"}}, "[gateway] bucket"),
+        ({"gateway": {"io_threads": 0}}, "[gateway] io_threads: expected a number of threads from 1 to 1024"),
         ({"metastore": {"uris": ["http://x"]}}, "[metastore] uris"),
         ({"metastore": {"writable_databases": ["("]}}, "regular expressions"),
         ({"proxy": {"listener": [{"profile": "lan"}]}}, "[proxy.listener.0] profile: expected one of cloud"),
