@@ -2,13 +2,14 @@
 #   make demo   set up, start the local stack, load sample data, query through metaproxy
 #   make test   set up and run the whole test suite (lint, types, unit and integration tests)
 #   make stop   stop every process of the local stack
-#   make bench  every benchmark, each beside its baseline (bench-quick: a few minutes)
+#   make bench  every benchmark, each beside its baseline (bench-quick: a few minutes);
+#               the last one restarts the stack with a simulated WAN link
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test unit lint stop bench bench-quick clean
+.PHONY: setup demo test unit lint stop bench bench-setup bench-quick clean
 
 $(BIN)/.installed: pyproject.toml setup.py metaproxy/wire/_walk.c
 	$(PYTHON) -m venv $(VENV)
@@ -35,15 +36,20 @@ unit: setup
 stop:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m metaproxy.stack down; fi
 
-bench: setup
+bench-setup: setup
+	$(BIN)/pip install -q -e '.[test,bench]'
+
+bench: bench-setup
 	$(BIN)/python bench/bench_proxy.py
 	$(BIN)/python bench/bench_gateway.py
 	$(BIN)/python bench/bench_migrate.py
+	$(BIN)/python bench/bench_wan.py
 
-bench-quick: setup
+bench-quick: bench-setup
 	$(BIN)/python bench/bench_proxy.py --quick
 	$(BIN)/python bench/bench_gateway.py --quick
 	$(BIN)/python bench/bench_migrate.py --rounds 2 --files 2
+	$(BIN)/python bench/bench_wan.py --quick
 
 clean: stop
 	rm -rf .stack var
