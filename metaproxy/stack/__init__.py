@@ -16,10 +16,21 @@ stops each by its own pid. The running stack is described in ``.stack/endpoints.
 ``admin``     ``http://127.0.0.1:PORT``   — the proxy's admin endpoint (``/health``, ``/metrics``)
 ``config``    the metaproxy config file the stack's services run with
 ``gateway``, ``gateway_access_key``, ``gateway_secret_key`` — the cache gateway
+``gateway_admin`` ``http://127.0.0.1:PORT`` — the gateway's admin endpoint
+``wan``       only with ``stack up --wan``: the simulated link — ``rtt_ms``, ``mbit``, ``host``
+              (127.0.0.2), ``control`` (GET/PUT the link's settings and byte counts), and the
+              cloud side's addresses of the on-prem services: ``hms``, ``hdfs``, ``webhdfs``
 
 Trino has three Hive catalogs: ``direct`` (the HMS itself, reading HDFS itself — the baseline),
 ``onprem`` (through the proxy's ``cloud`` listener) and ``passthrough`` (through its
-``passthrough`` listener).
+``passthrough`` listener); with the WAN link also ``direct_cache`` (``direct`` plus Trino's
+file-system cache).
+
+With the WAN link (``metaproxy stack up --wan``), HDFS and the HMS are the on-prem side: the
+cloud side (Trino, the proxy, the gateway) reaches them only through the relays of
+:mod:`metaproxy.stack.wanlink` on 127.0.0.2, and the DataNode registers under that address so
+data crosses the link too. The top-level ``hms``, ``hdfs`` and ``webhdfs`` keys stay the
+on-prem side's own addresses (loading data does not cross the link).
 
 Nothing here is needed in production: a real deployment points metaproxy at its own HMS,
 HDFS and S3.
