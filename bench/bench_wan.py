@@ -16,8 +16,8 @@ the cloud-side S3 server (``tpcds_s3``); then the query suite runs, query by que
 
 Every variant's rows must equal ``direct``'s. Times are medians of ``--rounds`` runs (cold runs
 happen once by their nature, and ``direct`` caches nothing, so it runs once too); the bytes each variant moved across the link are counted by the
-link. Results go to ``bench/out/wan.json``, plots to ``docs/img/``, and (unless ``--quick``)
-the tables into ``docs/benchmarks.md`` between its ``wan`` markers.
+link. Results go to ``bench/out/wan.json``; unless ``--quick``, plots go to ``docs/img/`` and
+the tables into ``docs/benchmarks.md`` between its ``wan`` markers (else both to ``bench/out``).
 
     .venv/bin/python bench/bench_wan.py [--quick] [--scales 10,20,40] [--rtt-ms 30 --mbit 200]
 """
@@ -157,7 +157,8 @@ def gateway_free(stack: dict[str, Any], path: str) -> None:
 def run_scale(
     stack: dict[str, Any], link: Link, scale: float, rounds: int, rtt_ms: float, mbit: float
 ) -> dict[str, Any]:
-    import boto3
+    from metaproxy.config import load_config
+    from metaproxy.ufs.s3 import s3_client
 
     run = trino_runner(stack)
     wan = stack["wan"]
@@ -165,13 +166,7 @@ def run_scale(
     link.set(0, 0)
     gateway_free(stack, "/tpcds")
     hdfs = sample_data.load(stack["hms"], wan["hdfs"], stack["webhdfs"], scale=scale)
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=stack["s3"],
-        region_name=stack["s3_region"],
-        aws_access_key_id=stack["s3_access_key"],
-        aws_secret_access_key=stack["s3_secret_key"],
-    )
+    s3 = s3_client(load_config(stack["config"]).s3)  # the stack's S3 server, as its services reach it
     sample_data.load_to_s3(stack["hms"], s3, "bench-local", scale=scale, database="tpcds_s3")
     link.set(rtt_ms, mbit)
     print(
@@ -244,13 +239,13 @@ def goals(r: dict[str, Any]) -> list[tuple[str, float, bool]]:
     return out
 
 
-def plots(results: dict[str, Any]) -> list[str]:
+def plots(results: dict[str, Any], where: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    IMG.mkdir(parents=True, exist_ok=True)
+    where.mkdir(parents=True, exist_ok=True)
     names = []
     largest = results["scales"][-1]
     labels = list(largest["times"])
@@ -273,7 +268,7 @@ def plots(results: dict[str, Any]) -> list[str]:
     )
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(IMG / "wan-queries.png", dpi=110)
+    fig.savefig(where / "wan-queries.png", dpi=110)
     names.append("wan-queries.png")
     plt.close(fig)
 
@@ -288,7 +283,7 @@ def plots(results: dict[str, Any]) -> list[str]:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(IMG / "wan-growth.png", dpi=110)
+    fig.savefig(where / "wan-growth.png", dpi=110)
     names.append("wan-growth.png")
     plt.close(fig)
     return names
@@ -395,7 +390,8 @@ def main() -> None:
     for text, _, met in goals(largest):
         print(f"{'met   ' if met else 'MISSED'} {text}", flush=True)
     try:
-        results["plots"] = plots(results)
+        # a quick run's plots stay in bench/out: docs/img holds the full run's
+        results["plots"] = plots(results, OUT if args.quick else IMG)
     except ImportError:
         print("matplotlib is missing (pip install -e '.[bench]'): no plots", file=sys.stderr)
     OUT.mkdir(parents=True, exist_ok=True)

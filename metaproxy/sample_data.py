@@ -328,6 +328,21 @@ def _write(
                 progress(done, len(files))
 
 
+def _result(
+    database: str, location: str, data: SampleData, files: list[tuple[str, bytes]], t0: float
+) -> LoadResult:
+    return LoadResult(
+        database=database,
+        location=location,
+        tables={n: getattr(data, n).num_rows for n in ("date_dim", "item", "store")}
+        | {"store_sales": sum(t.num_rows for t in data.store_sales.values())},
+        partitions=len(data.store_sales),
+        files=len(files),
+        bytes=sum(len(b) for _, b in files),
+        seconds=time.monotonic() - t0,
+    )
+
+
 def _register(hms: Any, database: str, location: str, data: SampleData, sample: str) -> None:
     """Create the database, its four external tables and the fact table's partitions."""
     from hive_metastore.ttypes import Database, FieldSchema, Partition, Table
@@ -412,16 +427,7 @@ def load_to_s3(
             s3.delete_objects(Bucket=bucket, Delete={"Objects": old[i : i + 1000]})
         _write(files, lambda key, body: s3.put_object(Bucket=bucket, Key=key, Body=body), progress)
         _register(hms, database, f"s3://{bucket}/{database}", data, sample_id(scale, seed, partitions))
-    return LoadResult(
-        database=database,
-        location=f"s3://{bucket}/{database}",
-        tables={n: getattr(data, n).num_rows for n in ("date_dim", "item", "store")}
-        | {"store_sales": sum(t.num_rows for t in data.store_sales.values())},
-        partitions=len(data.store_sales),
-        files=len(files),
-        bytes=sum(len(b) for _, b in files),
-        seconds=time.monotonic() - t0,
-    )
+    return _result(database, f"s3://{bucket}/{database}", data, files, t0)
 
 
 def load(
@@ -454,17 +460,4 @@ def load(
             fs.delete(base_path, recursive=True)
         _write(files, lambda path, body: fs.create(path, body), progress)
         _register(hms, database, location, data, sample_id(scale, seed, partitions))
-    return LoadResult(
-        database=database,
-        location=location,
-        tables={
-            "date_dim": data.date_dim.num_rows,
-            "item": data.item.num_rows,
-            "store": data.store.num_rows,
-            "store_sales": sum(t.num_rows for t in data.store_sales.values()),
-        },
-        partitions=len(data.store_sales),
-        files=len(files),
-        bytes=sum(len(b) for _, b in files),
-        seconds=time.monotonic() - t0,
-    )
+    return _result(database, location, data, files, t0)

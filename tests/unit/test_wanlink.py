@@ -139,12 +139,13 @@ def test_a_served_link_is_controlled_and_measured_through_its_echo_relay() -> No
         assert (state["rtt_ms"], state["mbit"]) == (20, 100)
         host, port = state["echo"].rsplit(":", 1)
         m = measure(host, int(port), pings=5, bulk=2 * 1024 * 1024)
-        assert 19 < m["rtt_ms"] < 60
-        assert 50 < m["mbit"] < 110
+        # the delay and the bandwidth cap are floors/ceilings a busy machine cannot break
+        assert 19 < m["rtt_ms"] < 500
+        assert 5 < m["mbit"] < 110
         req = urllib.request.Request(url, data=json.dumps({"rtt_ms": 2, "mbit": 0}).encode(), method="PUT")
         assert json.load(urllib.request.urlopen(req, timeout=5))["mbit"] == 0
         fast = measure(host, int(port), pings=5, bulk=2 * 1024 * 1024)
-        assert fast["rtt_ms"] < 15 and fast["mbit"] > 110
+        assert fast["rtt_ms"] < 19 and fast["mbit"] > 110
         bad = urllib.request.Request(url, data=b'{"mbit": -5}', method="PUT")
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(bad, timeout=5)
