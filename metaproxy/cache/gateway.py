@@ -30,7 +30,15 @@ from prometheus_client import REGISTRY, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from metaproxy.cache import s3api
-from metaproxy.cache.blocks import BlockCache, BlockKey, version_digest
+from metaproxy.cache.blocks import (
+    BlockCache,
+    BlockKey,
+    BlockShort,
+    Lease,
+    Stream,
+    read_exactly,
+    version_digest,
+)
 from metaproxy.config import Config
 from metaproxy.mounts import Mount, MountTable, load_mount_table, scheme_of
 from metaproxy.ufs import FileStatus, UfsError, UfsNotFound, UfsUnavailable
@@ -56,10 +64,6 @@ class ManagementError(ValueError):
     """A cache management request that cannot be carried out (a bad path, the pin cap)."""
 
 
-class ChangedUnderneath(UfsError):
-    """The file changed while a block of it was read (its length no longer matches)."""
-
-
 @dataclass
 class Resolved:
     """A gateway key resolved to the UFS file serving it."""
@@ -72,6 +76,45 @@ class Resolved:
     @property
     def digest(self) -> str:
         return version_digest(self.ufs_uri, self.status.length, self.status.mtime_ms)
+
+
+class _S3Stream:
+    """An S3 object body read into caller-owned buffers (botocore hands out bytes: one copy)."""
+
+    def __init__(self, body: Any, uri: str) -> None:
+        self._body = body
+        self._uri = uri
+
+    def readinto(self, buf: memoryview, /) -> int:
+        import botocore.exceptions
+
+        try:
+            data = self._body.read(len(buf))
+        except (botocore.exceptions.BotoCoreError, OSError) as e:
+            raise UfsUnavailable(f"S3 GET {self._uri}: read interrupted: {e}") from e
+        buf[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._body.close()
+
+
+class _Counted:
+    """A UFS stream that adds what it reads to the gateway's bytes-per-UFS figures."""
+
+    def __init__(self, stream: Stream, gw: Gateway, scheme: str) -> None:
+        self._stream = stream
+        self._gw = gw
+        self._scheme = scheme
+
+    def readinto(self, buf: memoryview, /) -> int:
+        n = self._stream.readinto(buf)
+        with self._gw._lock:
+            self._gw.bytes_by_ufs[self._scheme] = self._gw.bytes_by_ufs.get(self._scheme, 0) + n
+        return n
+
+    def close(self) -> None:
+        self._stream.close()
 
 
 class UfsReaders:
@@ -127,6 +170,20 @@ class UfsReaders:
             except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
                 raise UfsUnavailable(f"S3 GET {uri}: {e}") from e
         return self.webhdfs.read(hdfs_path(uri), start, end - start)
+
+    def open_read(self, uri: str, start: int, length: int) -> Stream:
+        """Bytes ``[start, start+length)`` as a stream (WebHDFS receives them in place)."""
+        UFS_CALLS.labels(scheme_of(uri), "read").inc()
+        if scheme_of(uri) == "s3":
+            import botocore.exceptions
+
+            bucket, key = self._bucket_key(uri)
+            try:
+                r = self.s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{start + length - 1}")
+            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+                raise UfsUnavailable(f"S3 GET {uri}: {e}") from e
+            return _S3Stream(r["Body"], uri)
+        return self.webhdfs.open_read(hdfs_path(uri), start, length)
 
     def write(self, uri: str, body: bytes) -> None:
         if scheme_of(uri) == "s3":
@@ -312,28 +369,54 @@ class Gateway:
                 path = uri if s3 else hdfs_path(uri)
                 self._statuses[uri] = (now, FileStatus(path, f.length, f.mtime_ms))
 
-    def block(self, r: Resolved, index: int) -> bytes:
-        bs = self.cache.block_size
+    def block(self, r: Resolved, index: int) -> Lease:
+        """A lease on one block of ``r`` (memory, disk, or the UFS); the caller closes it."""
         key = BlockKey(r.ufs_uri, r.status.length, r.status.mtime_ms, index)
-        digest = key.digest
+        self._note_version(r, key.digest)
+
+        def fill(k: BlockKey, buf: memoryview) -> None:
+            stream = self.open_stream(k, len(buf))
+            try:
+                read_exactly(stream, k, buf)
+            finally:
+                stream.close()
+
+        return self.cache.open(key, fill=fill)
+
+    def open_stream(self, first: BlockKey, nbytes: int) -> Stream:
+        """The UFS bytes of blocks from ``first`` on (the block cache's run reader)."""
+        stream = self.readers.open_read(first.path, first.index * self.cache.block_size, nbytes)
+        return _Counted(stream, self, scheme_of(first.path))
+
+    def fetch_run(self, r: Resolved, first: int, last: int) -> int:
+        """Start fetching blocks ``first..last`` of ``r`` that no tier holds, each run of
+        consecutive ones with a single UFS read; returns how many blocks were started. Readers
+        of those blocks wait for them as for any miss."""
+        keys = [BlockKey(r.ufs_uri, r.status.length, r.status.mtime_ms, i) for i in range(first, last + 1)]
+        if not keys:
+            return 0
+        self._note_version(r, keys[0].digest)
+        started = 0
+        for run in self.cache.claim_run(keys):
+            try:
+                self.pool.submit(self.cache.load_run, run, self.open_stream)
+            except RuntimeError as e:  # shutting down: release the waiters
+                self.cache.abandon_run(run, UfsUnavailable(f"the gateway is stopping: {e}"))
+                continue
+            started += len(run)
+        return started
+
+    @staticmethod
+    def key(r: Resolved, index: int) -> BlockKey:
+        """The cache key of block ``index`` of the version of the file ``r`` resolved to."""
+        return BlockKey(r.ufs_uri, r.status.length, r.status.mtime_ms, index)
+
+    def _note_version(self, r: Resolved, digest: str) -> None:
         if digest not in self._versions:
             with self._lock:
                 self._versions.setdefault(digest, (r.key, time.time()))
             if self.pins and _under_any(r.key, self.pins) and not self.cache.is_pinned(digest):
                 self._pin_version(r)
-
-        def fetch(k: BlockKey) -> bytes:
-            start = k.index * bs
-            end = min(k.length, start + bs)
-            data = self.readers.read(k.path, start, end)
-            if len(data) != end - start:
-                raise ChangedUnderneath(f"{k.path} changed while being read")
-            scheme = scheme_of(k.path)
-            with self._lock:
-                self.bytes_by_ufs[scheme] = self.bytes_by_ufs.get(scheme, 0) + len(data)
-            return data
-
-        return self.cache.get(key, fetch)
 
     def note_read(self, key: str) -> None:
         """Remember that ``key`` was read (for ``unusedFor`` policies); flushed in batches."""
@@ -376,36 +459,37 @@ class Gateway:
             for member in mount.read_priority:
                 self._statuses.pop(self.mounts.ufs_location(mount, rest, member), None)
 
-    def cached_block(self, r: Resolved, index: int) -> bytes | None:
-        """A block of ``r`` if it is in the memory tier (no UFS read, no waiting), else None."""
-        return self.cache.get_cached(BlockKey(r.ufs_uri, r.status.length, r.status.mtime_ms, index))
+    def cached_block(self, r: Resolved, index: int) -> Lease | None:
+        """A lease on a block of ``r`` if it is in the memory tier (no UFS read, no waiting)."""
+        return self.cache.open_cached(BlockKey(r.ufs_uri, r.status.length, r.status.mtime_ms, index))
 
-    def read_ahead(self, r: Resolved, start: int, end: int) -> None:
-        """Note a read of ``[start, end)``; if it continues the previous one, fetch ahead."""
+    def sequential_ahead(self, r: Resolved, start: int, end: int) -> int:
+        """Note a read of ``[start, end)``; how many blocks past its end to read ahead: the
+        configured number if it continues the previous read of this file, else none."""
         n = self.config.gateway.read_ahead_blocks
         if n <= 0 or end >= r.status.length:
-            return
+            return 0
         with self._lock:
             sequential = self._last_end.get(r.digest) == start
             self._last_end[r.digest] = end
             self._last_end.move_to_end(r.digest)
             while len(self._last_end) > 4096:
                 self._last_end.popitem(last=False)
-        if not sequential:
-            return
-        bs = self.cache.block_size
-        first = (end + bs - 1) // bs if end % bs else end // bs
-        last = min((r.status.length - 1) // bs, first + n - 1)
-        for i in range(first, last + 1):
-            if not self.cache.contains(BlockKey(r.ufs_uri, r.status.length, r.status.mtime_ms, i)):
-                READ_AHEAD.inc()
-                self.pool.submit(self._quiet_block, r, i)
+        return n if sequential else 0
 
-    def _quiet_block(self, r: Resolved, index: int) -> None:
-        try:
-            self.block(r, index)
-        except Exception as e:  # a read-ahead that fails costs nothing: the reader will retry
-            log.debug("read-ahead of %s block %d failed: %s", r.ufs_uri, index, e)
+    def fetch_ahead(self, r: Resolved, end: int, n: int) -> None:
+        """Read ahead ``n`` blocks from offset ``end``: the first of them that nobody holds or
+        fetches starts a run of ``n`` — runs stay long (one UFS round trip each) instead of
+        topping up a block or two at a time."""
+        bs = self.cache.block_size
+        first = (end + bs - 1) // bs
+        final = (r.status.length - 1) // bs
+        for i in range(first, min(final, first + n - 1) + 1):
+            key = self.key(r, i)
+            if not self.cache.contains(key) and self.cache.in_flight(key) is None:
+                # a read-ahead that fails costs nothing: a reader of its blocks fetches them again
+                READ_AHEAD.inc(self.fetch_run(r, i, min(final, i + n - 1)))
+                return
 
     # -- management: load, pin, unpin, free, TTL ------------------------------------------
 
@@ -528,6 +612,8 @@ class Gateway:
         before = self.cache.cached_bytes(r.digest)
         n = (r.status.length + self.cache.block_size - 1) // self.cache.block_size
         futures = [self.pool.submit(self.block, r, i) for i in range(n)]
+        for f in futures:
+            f.add_done_callback(_release)
         for f in futures:
             f.result()
         return {
@@ -708,9 +794,41 @@ class CacheCollector:
         yield ufs
 
 
-def _consume(f: asyncio.Future[Any]) -> None:
-    if not f.cancelled():
-        f.exception()
+def _release(f: Any) -> None:
+    """Done-callback for a future of a :class:`Lease`: close it (a failure is only consumed)."""
+    if not f.cancelled() and f.exception() is None:
+        f.result().close()
+
+
+async def _wait_block(gw: Gateway, r: Resolved, index: int) -> Lease:
+    """A lease on a block being fetched, waited for on the event loop (no thread held while the
+    UFS answers); a block on disk, or one evicted meanwhile, is read on the pool."""
+    flight = gw.cache.in_flight(gw.key(r, index))
+    if flight is not None:
+        await asyncio.wrap_future(flight.done)
+        lease = gw.cache.landed(flight)
+        if lease is not None:
+            return lease
+    lease = await _run(gw, gw.block, r, index)
+    assert isinstance(lease, Lease)
+    return lease
+
+
+async def _send_block(
+    request: web.Request, resp: web.StreamResponse, lease: Lease, offset: int, count: int
+) -> None:
+    """Send ``count`` bytes of a block from ``offset``: a block in a memory file goes to the socket
+    with ``sendfile`` (the bytes never pass through Python); bytes go through the response."""
+    transport = request.transport
+    if lease.file is not None and transport is not None and not transport.is_closing():
+        try:
+            await asyncio.get_running_loop().sendfile(transport, lease.file, offset, count, fallback=False)
+            return
+        except (NotImplementedError, asyncio.SendfileNotAvailableError):  # before any byte left
+            pass
+    data = memoryview(lease.read())[offset : offset + count]
+    for at in range(0, len(data), WRITE_SLICE):  # small writes: less buffering
+        await resp.write(data[at : at + WRITE_SLICE])
 
 
 async def _run(gw: Gateway, fn: Any, *args: Any) -> Any:
@@ -776,7 +894,7 @@ def make_app(gw: Gateway) -> web.Application:
             REQUESTS.labels(op, "404").inc()
             missing = s3api.NoSuchKey("no such key")
             return web.Response(status=404, body=missing.xml(rid), content_type="application/xml")
-        except (UfsUnavailable, UfsError) as e:
+        except (UfsUnavailable, UfsError, BlockShort) as e:  # BlockShort: changed under us
             log.warning("gateway: UFS failed for %s: %s", request.path, e)
             REQUESTS.labels(op, "503").inc()
             err = s3api.SlowDown(f"the under file system is unavailable; retry: {e}")
@@ -803,38 +921,54 @@ def make_app(gw: Gateway) -> web.Application:
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = end - start
         bs = gw.cache.block_size
-        gw.read_ahead(r, start, end)
+        # a read continuing the previous one gets blocks beyond its end fetched too
+        ahead = gw.sequential_ahead(r, start, end)
         # blocks of this range are fetched up to read_ahead_blocks ahead of the one being sent
         window = max(0, g.read_ahead_blocks)
         last_index = (end - 1) // bs
-        pending: dict[int, asyncio.Future[bytes]] = {}
+        final = (length - 1) // bs
+        pending: dict[int, asyncio.Future[Lease]] = {}
         loop = asyncio.get_running_loop()
         try:
             pos = start
             while pos < end:
                 index = pos // bs
                 for i in range(index, min(last_index, index + window) + 1):
-                    if i not in pending:
-                        hit = gw.cached_block(r, i)  # memory hits need no thread hop
-                        if hit is not None:
-                            done: asyncio.Future[bytes] = loop.create_future()
-                            done.set_result(hit)
-                            pending[i] = done
-                        else:
-                            pending[i] = asyncio.ensure_future(_run(gw, gw.block, r, i))
-                data: bytes = await pending.pop(index)
-                if not resp.prepared:  # only now: a UFS that fails the first block gets a 503
-                    await resp.prepare(request)
-                off = pos - index * bs
-                piece = memoryview(data)[off : min(len(data), end - index * bs)]
-                for at in range(0, len(piece), WRITE_SLICE):  # small writes: less buffering
-                    await resp.write(piece[at : at + WRITE_SLICE])
-                BYTES.labels(r.mount.path).inc(len(piece))
-                gw.count(r.mount.path, len(piece))
-                pos += len(piece)
+                    if i in pending:
+                        continue
+                    hit = gw.cached_block(r, i)  # memory hits need no thread hop
+                    if hit is not None:
+                        done: asyncio.Future[Lease] = loop.create_future()
+                        done.set_result(hit)
+                        pending[i] = done
+                        continue
+                    if not gw.cache.in_flight(gw.key(r, i)):
+                        # a miss starts a run: this block and the window's worth after it come
+                        # from the UFS in one read, and the next blocks will find it under way;
+                        # a run that reaches the range's end carries the read-ahead on (one
+                        # stream, the reader's blocks first)
+                        run_last = min(last_index, i + window)
+                        if ahead and run_last == last_index:
+                            run_last = min(final, last_index + ahead)
+                            ahead = 0
+                        started = gw.fetch_run(r, i, run_last)
+                        READ_AHEAD.inc(max(0, started - (min(last_index, run_last) - i + 1)))
+                    pending[i] = asyncio.ensure_future(_wait_block(gw, r, i))
+                if ahead and index + window >= last_index:  # the range's end is under way
+                    gw.fetch_ahead(r, end, ahead)
+                    ahead = 0
+                with await pending.pop(index) as lease:
+                    if not resp.prepared:  # only now: a UFS that fails the first block gets a 503
+                        await resp.prepare(request)
+                    off = pos - index * bs
+                    n = min(lease.size, end - index * bs) - off
+                    await _send_block(request, resp, lease, off, n)
+                BYTES.labels(r.mount.path).inc(n)
+                gw.count(r.mount.path, n)
+                pos += n
         finally:
             for f in pending.values():  # a reader gone early: the blocks still land in the cache
-                f.add_done_callback(_consume)
+                f.add_done_callback(_release)
         if not resp.prepared:
             await resp.prepare(request)
         await resp.write_eof()

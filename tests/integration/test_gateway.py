@@ -136,6 +136,25 @@ def test_a_listing_spares_each_listed_file_its_stat(
     assert _ufs_calls("list") == lists + 1
 
 
+def test_consecutive_misses_are_one_ufs_read(
+    stack: dict[str, Any], gateway: GatewayServer, hdfs_dir: str
+) -> None:
+    """A cold read of many blocks is one WebHDFS read per run of missing blocks, not one per
+    block; what comes back (sent from the memory tier's files with sendfile) is exact."""
+    data = payload(12 * BS + 77, seed=3)
+    WebHdfs(stack["webhdfs"]).create(f"{hdfs_dir}/seq.bin", data)
+    s3 = client(gateway.port)
+    reads = _ufs_calls("read")
+    got = s3.get_object(Bucket="metaproxy", Key="data/seq.bin", Range=f"bytes=0-{5 * BS - 1}")
+    assert got["Body"].read() == data[: 5 * BS]
+    assert _ufs_calls("read") - reads == 1  # five blocks, one run
+    reads = _ufs_calls("read")
+    assert s3.get_object(Bucket="metaproxy", Key="data/seq.bin")["Body"].read() == data  # the rest
+    assert _ufs_calls("read") - reads == 2  # eight more blocks: runs of five and three
+    stats = gateway.gateway.cache.stats
+    assert stats.bytes_from_ufs == len(data)  # every block fetched once
+
+
 def test_errors_are_s3_errors(stack: dict[str, Any], gateway: GatewayServer, hdfs_dir: str) -> None:
     WebHdfs(stack["webhdfs"]).create(f"{hdfs_dir}/f.bin", payload(100))
     s3 = client(gateway.port)
