@@ -8,7 +8,7 @@ returns one block; everything protocol-specific lives in the fetchers.
 * memory tier: LRU by bytes; each block is a sealed memory file (``memfd``) where the platform
   has them, so a sender hands it to the kernel with ``sendfile`` — no copy through Python — and
   a block, once written, can never change under a reader (see :class:`Lease`);
-* disk tier: one file per block with a CRC32 checksum in its header, LRU by bytes, verified on
+* disk tier: one file per block with a CRC-32C checksum in its header, LRU by bytes, verified on
   every read (a corrupt block is dropped and refetched); its index is rebuilt from the files
   on start, in the background, while misses read through;
 * a block read from disk is promoted to memory;
@@ -38,12 +38,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
+from crc32c import crc32c
+
 K = TypeVar("K")
 
 log = logging.getLogger("metaproxy.cache")
 
-_HEADER = struct.Struct(">4sIQ")  # magic, crc32, length
-_MAGIC = b"MPB1"
+_HEADER = struct.Struct(">4sIQ")  # magic, checksum, length
+#: a block file: CRC-32C (HDFS's own block checksum; hardware-computed) of the bytes after the header
+_MAGIC = b"MPB2"
+#: a block file written by earlier versions: zlib's CRC-32 (still read, so the disk tier stays warm)
+_MAGIC_V1 = b"MPB1"
 #: the most bytes a write-behind cache keeps queued for its disk tier
 MAX_WRITE_BEHIND = 64 * 1024 * 1024
 
@@ -88,12 +93,16 @@ def _copy_file(src: int, dst: int, count: int, at: int) -> None:
 _scratch_local = threading.local()
 
 
-def _scratch(size: int) -> memoryview:
-    """This thread's receive buffer, at least ``size`` bytes, as a view of exactly ``size``."""
+#: the piece of a block received at a time (each reading thread keeps one such buffer)
+RECEIVE_CHUNK = 1024 * 1024
+
+
+def _scratch() -> memoryview:
+    """This thread's receive buffer."""
     buf: bytearray | None = getattr(_scratch_local, "buf", None)
-    if buf is None or len(buf) < size:
-        buf = _scratch_local.buf = bytearray(size)
-    return memoryview(buf)[:size]
+    if buf is None:
+        buf = _scratch_local.buf = bytearray(RECEIVE_CHUNK)
+    return memoryview(buf)
 
 
 def _seal(fd: int) -> None:
@@ -116,7 +125,7 @@ class _Held:
         self.size = size
         self.fd = fd
         self.data = data
-        #: CRC32 of the bytes when known (computed while they are fresh in the CPU's cache)
+        #: CRC-32C of the bytes when known (computed while they are fresh in the CPU's cache)
         self.crc = crc
 
     @classmethod
@@ -138,32 +147,32 @@ class _Held:
         return cls(len(data), fd, None)
 
     @classmethod
-    def filled(cls, size: int, fill: Callable[[memoryview], None]) -> _Held:
-        """A block of ``size`` bytes that ``fill`` writes into a buffer of this thread's, reused
-        from block to block (its pages stay mapped and warm), then copied into a memory file
-        with one ``pwrite``. Filling the memory file's own mapping instead cost more: mapping a
-        fresh file faults in every page, and Python maps it holding the GIL."""
+    def received(cls, size: int, stream: Stream, key: BlockKey) -> _Held:
+        """A block of ``size`` bytes read from ``stream``: received a chunk at a time into a
+        buffer of this thread's (reused, so its pages stay mapped and warm), checksummed there
+        and copied into a memory file with ``pwrite``. Receiving into the memory file's own
+        mapping cost more: mapping a fresh file faults in every page, under the GIL."""
         fd = _new_memory_file(size)
         if fd is None:
-            return cls.filled_bytes(size, fill)
+            data = bytearray(size)
+            read_exactly(stream, key, memoryview(data))
+            return cls(size, None, data, crc32c(data))
         try:
-            buf = _scratch(size)
-            fill(buf)
-            crc = zlib.crc32(buf)
-            at = 0
+            scratch = _scratch()
+            crc = at = 0
             while at < size:
-                at += os.pwrite(fd, buf[at:], at)
+                piece = scratch[: min(len(scratch), size - at)]
+                read_exactly(stream, key, piece)
+                crc = crc32c(piece, crc)
+                done = 0
+                while done < len(piece):
+                    done += os.pwrite(fd, piece[done:], at + done)
+                at += len(piece)
             _seal(fd)
         except BaseException:
             os.close(fd)
             raise
         return cls(size, fd, None, crc)
-
-    @classmethod
-    def filled_bytes(cls, size: int, fill: Callable[[memoryview], None]) -> _Held:
-        buf = bytearray(size)
-        fill(memoryview(buf))
-        return cls(size, None, buf, zlib.crc32(buf))
 
     def lease(self) -> Lease:
         if self.fd is None:
@@ -409,11 +418,11 @@ class BlockCache:
         key: BlockKey,
         fetch: Callable[[BlockKey], bytes] | None = None,
         *,
-        fill: Callable[[BlockKey, memoryview], None] | None = None,
+        open_stream: Callable[[BlockKey, int], Stream] | None = None,
     ) -> Lease:
         """A :class:`Lease` on the block (the caller closes it): from memory, from disk, or from
-        the UFS once however many ask. The UFS is read by ``fill``, which writes the block's
-        ``block_size(key)`` bytes in place, or by ``fetch``, which returns them."""
+        the UFS once however many ask. The UFS is read through ``open_stream(key, nbytes)``
+        (the block's bytes, received in place) or ``fetch(key)`` (which returns them)."""
         with self._lock:  # re-entrant: the hit check and the flight lookup are one step
             hit = self.open_cached(key)
             if hit is not None:
@@ -427,7 +436,7 @@ class BlockCache:
             flight.done.result()
             lease = self.landed(flight)
             # None: evicted before this reader woke; fetch it again
-            return lease if lease is not None else self.open(key, fetch, fill=fill)
+            return lease if lease is not None else self.open(key, fetch, open_stream=open_stream)
         try:
             from_disk = self._read_disk(key)
             if from_disk is not None:
@@ -436,12 +445,17 @@ class BlockCache:
                     self.stats.disk_hits += 1
                     self.stats.bytes_from_disk += held.size
             else:
-                if fill is not None:
-                    held = _Held.filled(self.block_length(key), functools.partial(fill, key))
+                if open_stream is not None:
+                    size = self.block_length(key)
+                    stream = open_stream(key, size)
+                    try:
+                        held = _Held.received(size, stream, key)
+                    finally:
+                        stream.close()
                 elif fetch is not None:
                     held = _Held.of(fetch(key))
                 else:
-                    raise ValueError("a block cache miss needs fetch or fill")
+                    raise ValueError("a block cache miss needs fetch or open_stream")
                 with self._lock:
                     self.stats.misses += 1
                     self.stats.bytes_from_ufs += held.size
@@ -493,7 +507,7 @@ class BlockCache:
         try:
             stream = open_stream(keys[0], total)
             for key, flight in zip(keys, flights, strict=True):
-                held = _Held.filled(self.block_length(key), functools.partial(read_exactly, stream, key))
+                held = _Held.received(self.block_length(key), stream, key)
                 with self._lock:
                     self.stats.misses += 1
                     self.stats.bytes_from_ufs += held.size
@@ -637,14 +651,25 @@ class BlockCache:
             return None
         magic, crc, length = _HEADER.unpack_from(raw)
         data = raw[_HEADER.size :]
-        if magic != _MAGIC or length != len(data) or zlib.crc32(data) != crc:
+        if magic == _MAGIC:
+            actual = crc32c(data)
+        elif magic == _MAGIC_V1:
+            actual = zlib.crc32(data)
+        else:
+            actual = None
+        if actual != crc or length != len(data):
             self._drop_corrupt(name, path)
             return None
         with self._lock:
             if name in self._disk_lru.items:
                 self._disk_lru.touch(name)
-            else:
-                self._disk_lru.add(name, len(raw))
+                evicted = []
+            else:  # not indexed yet (a rebuild under way, or a write landing right now)
+                evicted = self._disk_lru.add(name, len(raw), self._pinned_name)
+                self.stats.evictions_disk += len(evicted)
+        for old in evicted:
+            with contextlib.suppress(OSError):
+                (self._disk_dir / old).unlink()
         return data
 
     def _drop_corrupt(self, name: str, path: Path) -> None:
@@ -701,7 +726,7 @@ class BlockCache:
             with open(tmp, "wb") as f:
                 if lease.crc is None or lease.file is None:
                     with lease.view() as data:
-                        f.write(_HEADER.pack(_MAGIC, zlib.crc32(data), len(data)))
+                        f.write(_HEADER.pack(_MAGIC, crc32c(data), len(data)))
                         f.write(data)
                 else:  # memory file to disk file inside the kernel
                     f.write(_HEADER.pack(_MAGIC, lease.crc, lease.size))
@@ -794,6 +819,7 @@ class BlockCache:
         """
         freed: dict[str, int] = {}
         doomed: list[str] = []
+        self.flush()  # a block still queued for the disk tier would land there after the free
         with self._lock:
             targets = digests - self._pinned.keys()
             for k in [k for k in self._memory if k.digest in targets]:

@@ -36,7 +36,6 @@ from metaproxy.cache.blocks import (
     BlockShort,
     Lease,
     Stream,
-    read_exactly,
     version_digest,
 )
 from metaproxy.config import Config
@@ -257,7 +256,8 @@ class Gateway:
         self.pins: dict[str, float] = {}
         self.ttls: dict[str, float] = {}
         #: where each file's last read ended, to spot sequential readers
-        self._last_end: OrderedDict[str, int] = OrderedDict()
+        #: per file version: where its last read ended, and the length of its next read-ahead run
+        self._last_end: OrderedDict[str, tuple[int, int]] = OrderedDict()
         #: read times not yet written to the state DB: gateway key → wall clock
         self._reads: dict[str, float] = {}
         self.refresh_mounts()
@@ -374,14 +374,7 @@ class Gateway:
         key = BlockKey(r.ufs_uri, r.status.length, r.status.mtime_ms, index)
         self._note_version(r, key.digest)
 
-        def fill(k: BlockKey, buf: memoryview) -> None:
-            stream = self.open_stream(k, len(buf))
-            try:
-                read_exactly(stream, k, buf)
-            finally:
-                stream.close()
-
-        return self.cache.open(key, fill=fill)
+        return self.cache.open(key, open_stream=self.open_stream)
 
     def open_stream(self, first: BlockKey, nbytes: int) -> Stream:
         """The UFS bytes of blocks from ``first`` on (the block cache's run reader)."""
@@ -470,25 +463,32 @@ class Gateway:
         if n <= 0 or end >= r.status.length:
             return 0
         with self._lock:
-            sequential = self._last_end.get(r.digest) == start
-            self._last_end[r.digest] = end
+            last_end, run = self._last_end.get(r.digest, (-1, n))
+            sequential = last_end == start
+            self._last_end[r.digest] = (end, run if sequential else n)
             self._last_end.move_to_end(r.digest)
             while len(self._last_end) > 4096:
                 self._last_end.popitem(last=False)
         return n if sequential else 0
 
     def fetch_ahead(self, r: Resolved, end: int, n: int) -> None:
-        """Read ahead ``n`` blocks from offset ``end``: the first of them that nobody holds or
-        fetches starts a run of ``n`` — runs stay long (one UFS round trip each) instead of
-        topping up a block or two at a time."""
+        """Read ahead from offset ``end``: the first of the next ``n`` blocks that nobody holds
+        or fetches starts a run. Runs stay long — one UFS round trip each, not a block or two
+        at a time — and grow while the reader stays sequential: each is twice the last, up to
+        ``4 n`` blocks, so a long scan is a few streams that barely overlap."""
         bs = self.cache.block_size
         first = (end + bs - 1) // bs
         final = (r.status.length - 1) // bs
+        with self._lock:
+            last_end, run = self._last_end.get(r.digest, (end, n))
         for i in range(first, min(final, first + n - 1) + 1):
             key = self.key(r, i)
             if not self.cache.contains(key) and self.cache.in_flight(key) is None:
                 # a read-ahead that fails costs nothing: a reader of its blocks fetches them again
-                READ_AHEAD.inc(self.fetch_run(r, i, min(final, i + n - 1)))
+                READ_AHEAD.inc(self.fetch_run(r, i, min(final, i + run - 1)))
+                with self._lock:
+                    if r.digest in self._last_end:
+                        self._last_end[r.digest] = (last_end, min(4 * n, 2 * run))
                 return
 
     # -- management: load, pin, unpin, free, TTL ------------------------------------------
