@@ -5,7 +5,10 @@
   the practical limit of this machine;
 * cold: the same object read in sequential 8 MiB ranges through a gateway whose cache is
   emptied (``/cache/free``) before each round, and straight from WebHDFS (NameNode, then the
-  DataNode it names); rounds alternate and the median counts.
+  DataNode it names).
+
+Rounds alternate between the two sides and the medians count (5 warm, 15 cold: on a 2-core
+machine single rounds vary by ±25 %); the spread of the per-round ratios is printed too.
 
 The gateway runs as its own process (``metaproxy gateway``) on the local stack's HDFS; nginx
 comes from Debian (``apt-get install nginx-light``; the bench installs it when it can). One
@@ -100,6 +103,12 @@ def http_get(host: str, port: int, path: str, headers: dict[str, str], buf: byte
                 raise OSError("short body")
             got += n
         return got
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def signed_headers(endpoint: str, path: str, rng: str) -> dict[str, str]:
@@ -232,7 +241,8 @@ ufs = "{stack["hdfs"]}{hdfs_root}"
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--rounds", type=int, default=5, help="cold rounds per side")
+    ap.add_argument("--rounds", type=int, default=15, help="cold rounds per side")
+    ap.add_argument("--warm-rounds", type=int, default=5, help="warm rounds per side")
     args = ap.parse_args()
     stack = Stack().up()
     size = 64 * MiB
@@ -262,14 +272,15 @@ def main() -> None:
         # fill the cache, then measure both sides alternately
         run_readers("127.0.0.1", gport, path, size, 1, size // rng_size, rng_size, endpoint)
         warm = {"nginx": [], "gateway": []}  # type: dict[str, list[float]]
-        for _ in range(2):
+        for _ in range(2 if args.quick else args.warm_rounds):
             warm["nginx"].append(
                 run_readers("127.0.0.1", nport, "/object.bin", size, readers, per_reader, rng_size, None)
             )
             warm["gateway"].append(
                 run_readers("127.0.0.1", gport, path, size, readers, per_reader, rng_size, endpoint)
             )
-        results["warm_mb_s"] = {k: max(v) for k, v in warm.items()}
+        results["warm_rounds_mb_s"] = warm
+        results["warm_mb_s"] = {k: statistics.median(v) for k, v in warm.items()}
         # growth: warm throughput as readers are added (both sides, same ranges)
         results["warm_by_readers"] = {}
         for n in (1, 2, 4, 8, 16):
@@ -286,7 +297,8 @@ def main() -> None:
         buf = bytearray(rng_size)
         wh = urlsplit(stack["webhdfs"])
         cold: dict[str, list[float]] = {"webhdfs": [], "gateway": []}
-        for _ in range(args.rounds):
+        cpu_s = 0.0
+        for _ in range(5 if args.quick else args.rounds):
             t0 = time.perf_counter()
             for start in range(0, size, rng_size):
                 got = webhdfs_get(
@@ -298,14 +310,19 @@ def main() -> None:
                 f"http://127.0.0.1:{cadmin}/cache/free", json={"path": "/bench"}, timeout=60
             )
             freed.raise_for_status()
+            c0 = cpu_seconds(cold_gw.pid)
             t0 = time.perf_counter()
             for start in range(0, size, rng_size):
                 rng = f"bytes={start}-{start + rng_size - 1}"
                 http_get("127.0.0.1", cport, path, signed_headers(cendpoint, path, rng), buf)
             cold["gateway"].append(size / (time.perf_counter() - t0) / 1e6)
+            cpu_s += cpu_seconds(cold_gw.pid) - c0
         results["cold_rounds_mb_s"] = cold
         results["cold_mb_s"] = {k: statistics.median(v) for k, v in cold.items()}
         results["cold_ratio"] = results["cold_mb_s"]["gateway"] / results["cold_mb_s"]["webhdfs"]
+        per_round = sorted(g / w for g, w in zip(cold["gateway"], cold["webhdfs"], strict=True))
+        results["cold_round_ratio_quartiles"] = statistics.quantiles(per_round, n=4)
+        results["cold_gateway_cpu_s_per_gb"] = cpu_s / (len(cold["gateway"]) * size / 1e9)
         results["webhdfs"] = f"{wh.hostname}:{wh.port}"
     finally:
         for p in procs:
@@ -317,7 +334,10 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     (OUT / "gateway.json").write_text(json.dumps(results, indent=2))
     w, c = results["warm_mb_s"], results["cold_mb_s"]
-    print(f"\nwarm, {readers} readers x {rng_size // MiB} MiB ranges over {size // MiB} MiB:")
+    wr = len(results["warm_rounds_mb_s"]["gateway"])
+    print(
+        f"\nwarm, {readers} readers x {rng_size // MiB} MiB ranges over {size // MiB} MiB (median of {wr} rounds):"
+    )
     print(f"  nginx (sendfile, local disk) {w['nginx']:8.0f} MB/s")
     print(
         f"  gateway (memory tier)        {w['gateway']:8.0f} MB/s   ratio {results['warm_ratio']:.2f}  (goal >= 0.8)"
@@ -325,11 +345,15 @@ def main() -> None:
     print("warm throughput by concurrent readers (MB/s): readers, nginx, gateway, ratio")
     for n, row in results["warm_by_readers"].items():
         print(f"  {n:3d} {row['nginx']:8.0f} {row['gateway']:8.0f} {row['gateway'] / row['nginx']:6.2f}")
-    print(f"cold, one reader, sequential {rng_size // MiB} MiB ranges (median of {args.rounds} rounds):")
+    rounds = len(results["cold_rounds_mb_s"]["gateway"])
+    print(f"cold, one reader, sequential {rng_size // MiB} MiB ranges (median of {rounds} rounds):")
     print(f"  WebHDFS direct               {c['webhdfs']:8.0f} MB/s")
     print(
         f"  gateway (empty cache)        {c['gateway']:8.0f} MB/s   ratio {results['cold_ratio']:.2f}  (goal >= 0.9)"
     )
+    q = results["cold_round_ratio_quartiles"]
+    print(f"  per-round ratios: quartiles {q[0]:.2f} / {q[1]:.2f} / {q[2]:.2f}")
+    print(f"  gateway CPU per GB served cold: {results['cold_gateway_cpu_s_per_gb']:.2f} s")
 
 
 if __name__ == "__main__":

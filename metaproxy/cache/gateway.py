@@ -325,6 +325,24 @@ class Gateway:
             return Resolved(mount, uri, st, key)
         raise s3api.NoSuchKey("no such key", key)
 
+    def resolve_fresh(self, key: str) -> Resolved | None:
+        """What :meth:`resolve` would answer, when that needs no UFS call (the first member's
+        status is fresh in memory) — so a warm read is served without a thread hop; else None."""
+        hit = self.mounts.resolve_key(key)
+        if hit is None or not hit[1]:
+            return None
+        mount, rest = hit
+        uri = self.mounts.ufs_location(mount, rest, mount.read_priority[0])
+        with self._lock:
+            known = self._statuses.get(uri)
+        if (
+            known is None
+            or known[1].is_dir
+            or time.monotonic() - known[0] >= self.config.gateway.stale_after_s
+        ):
+            return None
+        return Resolved(mount, uri, known[1], key)
+
     def status(self, uri: str) -> FileStatus:
         """A file's status, re-read from the UFS once older than ``stale_after``."""
         now = time.monotonic()
@@ -471,24 +489,29 @@ class Gateway:
                 self._last_end.popitem(last=False)
         return n if sequential else 0
 
+    def take_ramp(self, r: Resolved) -> int:
+        """The length of the next read-ahead run for a sequential reader of ``r``, and double it
+        for the one after (up to ``4 × read_ahead_blocks``): a long scan becomes a few streams
+        that barely overlap instead of many short ones."""
+        n = self.config.gateway.read_ahead_blocks
+        with self._lock:
+            last_end, run = self._last_end.get(r.digest, (-1, n))
+            if r.digest in self._last_end:
+                self._last_end[r.digest] = (last_end, min(4 * n, 2 * run))
+        return run
+
     def fetch_ahead(self, r: Resolved, end: int, n: int) -> None:
         """Read ahead from offset ``end``: the first of the next ``n`` blocks that nobody holds
-        or fetches starts a run. Runs stay long — one UFS round trip each, not a block or two
-        at a time — and grow while the reader stays sequential: each is twice the last, up to
-        ``4 n`` blocks, so a long scan is a few streams that barely overlap."""
+        or fetches starts a run (of :meth:`take_ramp` blocks) — one UFS round trip per run,
+        not per block or two."""
         bs = self.cache.block_size
         first = (end + bs - 1) // bs
         final = (r.status.length - 1) // bs
-        with self._lock:
-            last_end, run = self._last_end.get(r.digest, (end, n))
         for i in range(first, min(final, first + n - 1) + 1):
             key = self.key(r, i)
             if not self.cache.contains(key) and self.cache.in_flight(key) is None:
                 # a read-ahead that fails costs nothing: a reader of its blocks fetches them again
-                READ_AHEAD.inc(self.fetch_run(r, i, min(final, i + run - 1)))
-                with self._lock:
-                    if r.digest in self._last_end:
-                        self._last_end[r.digest] = (last_end, min(4 * n, 2 * run))
+                READ_AHEAD.inc(self.fetch_run(r, i, min(final, i + self.take_ramp(r) - 1)))
                 return
 
     # -- management: load, pin, unpin, free, TTL ------------------------------------------
@@ -901,7 +924,7 @@ def make_app(gw: Gateway) -> web.Application:
             return web.Response(status=503, body=err.xml(rid), content_type="application/xml")
 
     async def get_object(request: web.Request, key: str) -> web.StreamResponse:
-        r: Resolved = await _run(gw, gw.resolve, key)
+        r: Resolved = gw.resolve_fresh(key) or await _run(gw, gw.resolve, key)
         gw.note_read(r.key)
         length = r.status.length
         headers = {
@@ -949,7 +972,7 @@ def make_app(gw: Gateway) -> web.Application:
                         # stream, the reader's blocks first)
                         run_last = min(last_index, i + window)
                         if ahead and run_last == last_index:
-                            run_last = min(final, last_index + ahead)
+                            run_last = min(final, last_index + gw.take_ramp(r))
                             ahead = 0
                         started = gw.fetch_run(r, i, run_last)
                         READ_AHEAD.inc(max(0, started - (min(last_index, run_last) - i + 1)))
