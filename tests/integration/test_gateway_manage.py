@@ -190,6 +190,31 @@ def test_sequential_readers_get_read_ahead(stack: dict[str, Any], tmp_path: Any,
         gw.stop()
 
 
+def test_a_long_sequential_scan_is_a_few_growing_ufs_reads(
+    stack: dict[str, Any], tmp_path: Any, hdfs_dir: str
+) -> None:
+    """Read-ahead runs double while the reader stays sequential (2, 4, then 8 blocks with
+    read_ahead_blocks = 2), so a scan is a handful of UFS streams, not one per block or two."""
+    from test_gateway import _ufs_calls
+
+    data = payload(24 * BS, seed=5)
+    WebHdfs(stack["webhdfs"]).create(f"{hdfs_dir}/scan.bin", data)
+    gw = GatewayServer(gateway_config(stack, str(tmp_path), hdfs_dir, read_ahead_blocks=2)).start()
+    try:
+        s3 = client(gw.port)
+        reads = _ufs_calls("read")
+        for i in range(24):
+            body = s3.get_object(
+                Bucket="metaproxy", Key="data/scan.bin", Range=f"bytes={i * BS}-{(i + 1) * BS - 1}"
+            )
+            assert body["Body"].read() == data[i * BS : (i + 1) * BS]
+        # block 0; then 1-3; 4-7; 8-15; 16-23 (fixed runs of two would be twelve reads)
+        assert _ufs_calls("read") - reads <= 6
+        assert gw.gateway.cache.stats.bytes_from_ufs == len(data)
+    finally:
+        gw.stop()
+
+
 def test_cache_load_of_a_hive_partition(stack: dict[str, Any], tpcds: dict[str, Any]) -> None:
     from metaproxy.hms import connect
 
