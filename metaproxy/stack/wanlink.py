@@ -75,12 +75,24 @@ class Relay:
     def __init__(self, link: Link, listen: tuple[str, int], target: tuple[str, int]) -> None:
         self.link, self.listen, self.target = link, listen, target
         self.server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, *self.listen, reuse_address=True)
         self.listen = self.server.sockets[0].getsockname()[:2]
 
     async def _serve(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
+        # the event loop holds tasks weakly: once a client has half-closed, nothing else may
+        # hold this one, and a collected task drops the connection without a word
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._relay(creader, cwriter)
+        finally:
+            self._tasks.discard(task)
+
+    async def _relay(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
         try:
             sreader, swriter = await asyncio.open_connection(*self.target)
         except OSError:
