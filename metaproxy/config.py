@@ -108,6 +108,9 @@ class GatewayConfig:
     disk: TierConfig = TierConfig(capacity=8 * 1024 * 1024 * 1024, path="var/cache")
     pinned_max: int = 4 * 1024 * 1024 * 1024
     stale_after_s: float = 5.0
+    #: a listing served within this long is re-listed in the background before it goes stale,
+    #: so engines re-reading the same partitions do not wait a round trip per directory; 0: off
+    refresh_listings_for_s: float = 60.0
     read_ahead_blocks: int = 4
     #: threads for UFS calls (stat, list, block reads); across a slow link each waits a round
     #: trip, so concurrency, not CPU, bounds an engine listing many partitions at once
@@ -413,6 +416,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base_dir: Path 
             min(GatewayConfig.pinned_max, disk.capacity if disk.capacity > 0 else memory.capacity),
         ),
         stale_after_s=gw.duration("stale_after", 5.0),
+        refresh_listings_for_s=gw.duration("refresh_listings_for", GatewayConfig.refresh_listings_for_s),
         read_ahead_blocks=gw.get("read_ahead_blocks", int, GatewayConfig.read_ahead_blocks),
         io_threads=gw.get("io_threads", int, GatewayConfig.io_threads),
         admin_port=_port(gw, "admin_port", 9186),

@@ -55,6 +55,8 @@ WRITE_SLICE = 1024 * 1024
 MAX_PUT = 256 * 1024 * 1024
 #: directory listings kept (each for at most ``stale_after``)
 MAX_LISTINGS = 10_000
+#: at most this many listings are kept fresh in the background (the most recently served)
+MAX_REFRESHED_LISTINGS = 2048
 UFS_CALLS = Counter("metaproxy_gateway_ufs_calls", "Calls the gateway made to a UFS", ["ufs", "op"])
 READ_AHEAD = Counter("metaproxy_gateway_read_ahead_blocks", "Blocks fetched ahead of sequential readers")
 
@@ -245,6 +247,11 @@ class Gateway:
         self._statuses: dict[str, tuple[float, FileStatus]] = {}
         #: directory listings, fresh for ``stale_after`` like statuses: UFS URI → (taken, files)
         self._listings: OrderedDict[str, tuple[float, list[FileStatus]]] = OrderedDict()
+        #: when each listing was last served (for the background refresh), and the listings
+        #: being refreshed; writes bump the generation so no listing from before one is kept
+        self._listing_served: OrderedDict[str, float] = OrderedDict()
+        self._refreshing: set[str] = set()
+        self._listing_gen = 0
         self._lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=g.io_threads, thread_name_prefix="gateway-io")
         self.keys = {g.access_key: g.secret_key} if g.access_key and g.secret_key else {}
@@ -359,26 +366,79 @@ class Gateway:
         """Every file below a UFS directory, re-listed once older than ``stale_after``.
 
         Queries that follow each other within the bound list the same partitions; across a
-        slow link each listing is a round trip."""
+        slow link each listing is a round trip. Listings in use are also re-listed in the
+        background before they go stale (:meth:`refresh_listings`)."""
         now = time.monotonic()
         with self._lock:
             hit = self._listings.get(uri)
+            gen = self._listing_gen
+            if self.config.gateway.refresh_listings_for_s > 0:
+                self._listing_served[uri] = now
+                self._listing_served.move_to_end(uri)
+                while len(self._listing_served) > MAX_LISTINGS:
+                    self._listing_served.popitem(last=False)
         if hit is not None and now - hit[0] < self.config.gateway.stale_after_s:
             return hit[1]
+        return self._relist(uri, gen)
+
+    def _relist(self, uri: str, gen: int) -> list[FileStatus]:
+        started = time.monotonic()  # the listing is as old as the request that fetched it
         files = self.readers.list_files(uri)
-        self.note_listed(uri, files)
         with self._lock:
-            self._listings[uri] = (now, files)
+            if gen != self._listing_gen:  # a write since: this listing may predate it
+                return files
+            self._listings[uri] = (started, files)
             self._listings.move_to_end(uri)
             while len(self._listings) > MAX_LISTINGS:
                 self._listings.popitem(last=False)
+        self.note_listed(uri, files, started)
         return files
 
-    def note_listed(self, base_uri: str, files: list[FileStatus]) -> None:
-        """Keep the statuses a listing brought as fresh ones: an engine lists a directory, then
-        reads its files, and across a slow link a second round trip per file is what it would
-        cost to stat each one again."""
+    def refresh_listings(self) -> int:
+        """Start re-listing, on the I/O pool, the listings served within ``refresh_listings_for``
+        that are past half their freshness; returns how many. A served listing is never older
+        than ``stale_after`` either way — this only takes the round trips off the query path."""
+        g = self.config.gateway
+        if g.refresh_listings_for_s <= 0:
+            return 0
         now = time.monotonic()
+        due: list[str] = []
+        with self._lock:
+            gen = self._listing_gen
+            for uri, served in reversed(self._listing_served.items()):  # most recent first
+                if now - served > g.refresh_listings_for_s or len(due) >= MAX_REFRESHED_LISTINGS:
+                    break
+                hit = self._listings.get(uri)
+                if uri not in self._refreshing and hit is not None and now - hit[0] >= g.stale_after_s / 2:
+                    due.append(uri)
+            while self._listing_served:  # forget what has not been served for a while
+                oldest, served = next(iter(self._listing_served.items()))
+                if now - served <= g.refresh_listings_for_s:
+                    break
+                del self._listing_served[oldest]
+            self._refreshing.update(due)
+        for uri in due:
+            try:
+                self.pool.submit(self._refresh_one, uri, gen)
+            except RuntimeError:  # shutting down
+                with self._lock:
+                    self._refreshing.discard(uri)
+        return len(due)
+
+    def _refresh_one(self, uri: str, gen: int) -> None:
+        try:
+            self._relist(uri, gen)
+        except Exception as e:  # the listing simply goes stale: a reader re-lists it and sees why
+            log.debug("gateway: background re-listing of %s failed: %s", uri, e)
+        finally:
+            with self._lock:
+                self._refreshing.discard(uri)
+
+    def note_listed(self, base_uri: str, files: list[FileStatus], now: float | None = None) -> None:
+        """Keep the statuses a listing brought as fresh ones (as of ``now``, when the listing was
+        requested): an engine lists a directory, then reads its files, and across a slow link a
+        second round trip per file is what it would cost to stat each one again."""
+        now = time.monotonic() if now is None else now
         base = base_uri.rstrip("/")
         s3 = scheme_of(base_uri) == "s3"
         with self._lock:
@@ -467,6 +527,7 @@ class Gateway:
     def _forget_status(self, mount: Mount, rest: str) -> None:
         with self._lock:
             self._listings.clear()  # a write changes some directory's listing
+            self._listing_gen += 1
             for member in mount.read_priority:
                 self._statuses.pop(self.mounts.ufs_location(mount, rest, member), None)
 
@@ -1180,7 +1241,18 @@ class GatewayServer:
         self._collector = CacheCollector(gw)
         REGISTRY.register(self._collector)
         threading.Thread(target=self._sweep, name="cache-ttl", daemon=True).start()
+        if self.config.gateway.refresh_listings_for_s > 0:
+            threading.Thread(target=self._refresh_listings, name="listing-refresh", daemon=True).start()
         return self
+
+    def _refresh_listings(self) -> None:
+        # four looks per freshness period: a listing is re-read at 50-75 % of its life
+        every = max(0.05, self.config.gateway.stale_after_s / 4)
+        while not self._stopping.wait(every):
+            try:
+                self.gateway.refresh_listings()
+            except Exception as e:
+                log.warning("gateway: listing refresh failed: %s", e)
 
     def _sweep(self) -> None:
         every = min(self.config.gateway.ttl_check_interval_s, READS_FLUSH_S)

@@ -110,10 +110,19 @@ def _ufs_calls(op: str) -> float:
 
 
 def test_a_listing_spares_each_listed_file_its_stat(
-    stack: dict[str, Any], gateway: GatewayServer, hdfs_dir: str
+    stack: dict[str, Any], tmp_path: Any, hdfs_dir: str
 ) -> None:
     """An engine lists a partition, then reads its files: across a slow link, one round trip
-    per file saved. Statuses and listings stay fresh only for the consistency bound."""
+    per file saved. Statuses and listings stay fresh only for the consistency bound (here
+    without the background refresh, so every UFS call is the reader's)."""
+    gateway = GatewayServer(gateway_config(stack, str(tmp_path), hdfs_dir, refresh_listings_for="0s")).start()
+    try:
+        _listing_spares_stats(stack, gateway, hdfs_dir)
+    finally:
+        gateway.stop()
+
+
+def _listing_spares_stats(stack: dict[str, Any], gateway: GatewayServer, hdfs_dir: str) -> None:
     fs = WebHdfs(stack["webhdfs"])
     for i in range(3):
         fs.create(f"{hdfs_dir}/part/f{i}.bin", payload(1000 + i, seed=i))
@@ -134,6 +143,51 @@ def test_a_listing_spares_each_listed_file_its_stat(
     later = s3.list_objects_v2(Bucket="metaproxy", Prefix="data/part/")["Contents"]
     assert "data/part/f3.bin" in {o["Key"] for o in later}
     assert _ufs_calls("list") == lists + 1
+
+
+def test_listings_in_use_are_refreshed_before_they_go_stale(
+    stack: dict[str, Any], tmp_path: Any, hdfs_dir: str
+) -> None:
+    """Queries that keep listing the same partitions find the listings fresh, re-read in the
+    background, with no round trip on their path; the consistency bound holds all along; a
+    listing nobody has asked for within refresh_listings_for is left to expire."""
+    fs = WebHdfs(stack["webhdfs"])
+    fs.create(f"{hdfs_dir}/hot/a.bin", payload(10))
+    cfg = gateway_config(stack, str(tmp_path), hdfs_dir, stale_after="1s", refresh_listings_for="2s")
+    gateway = GatewayServer(cfg).start()
+    s3 = client(gateway.port)
+
+    def keys() -> list[str]:
+        return sorted(
+            o["Key"] for o in s3.list_objects_v2(Bucket="metaproxy", Prefix="data/hot/")["Contents"]
+        )
+
+    def until(cond: Any, what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not cond():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.02)
+
+    try:
+        assert keys() == ["data/hot/a.bin"]
+        fs.create(f"{hdfs_dir}/hot/b.bin", payload(10))
+        lists = _ufs_calls("list")
+        until(lambda: _ufs_calls("list") > lists, "a background re-listing")  # at 50-75 % of 1 s
+        lists = _ufs_calls("list")
+        assert keys() == ["data/hot/a.bin", "data/hot/b.bin"]  # the new file, from the refresh
+        assert _ufs_calls("list") == lists  # ... and no listing on the reader's path
+        stats = _ufs_calls("stat")
+        assert s3.get_object(Bucket="metaproxy", Key="data/hot/b.bin")["Body"].read() == payload(10)
+        assert _ufs_calls("stat") == stats  # its status came with the refreshed listing
+        time.sleep(2.5)  # nobody lists: past refresh_listings_for the refresh stops
+        lists = _ufs_calls("list")
+        time.sleep(1.0)
+        assert _ufs_calls("list") == lists
+        fs.create(f"{hdfs_dir}/hot/c.bin", payload(10))
+        assert "data/hot/c.bin" in keys()  # expired, so re-listed on the reader's path
+        assert _ufs_calls("list") == lists + 1
+    finally:
+        gateway.stop()
 
 
 def test_consecutive_misses_are_one_ufs_read(

@@ -84,3 +84,11 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     bad.write_text("[gateway\nport = 1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_listing_refresh_window() -> None:
+    assert parse_config({}, "t.toml").gateway.refresh_listings_for_s == 60.0
+    off = parse_config({"gateway": {"refresh_listings_for": "0s"}}, "t.toml")
+    assert off.gateway.refresh_listings_for_s == 0.0
+    with pytest.raises(ConfigError, match="refresh_listings_for"):
+        parse_config({"gateway": {"refresh_listings_for": "soon"}}, "t.toml")
