@@ -217,6 +217,13 @@ class Lease:
         assert self.file is not None
         return os.pread(self.file.fileno(), self.size, 0)
 
+    def read_range(self, offset: int, count: int) -> bytes | memoryview:
+        """``count`` bytes from ``offset`` of the block (a copy of just those)."""
+        if self.data is not None:
+            return memoryview(self.data)[offset : offset + count]
+        assert self.file is not None
+        return os.pread(self.file.fileno(), count, offset)
+
     @contextlib.contextmanager
     def view(self) -> Iterator[memoryview]:
         """The block's bytes in place, read-only, for as long as the ``with`` lasts."""

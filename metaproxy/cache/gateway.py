@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -55,10 +56,21 @@ WRITE_SLICE = 1024 * 1024
 MAX_PUT = 256 * 1024 * 1024
 #: directory listings kept (each for at most ``stale_after``)
 MAX_LISTINGS = 10_000
+#: request ids: this process's random prefix and a counter (unique, and cheaper than a UUID each)
+_RID_PREFIX = uuid.uuid4().hex[:8]
+_request_numbers = itertools.count()
+#: pieces smaller than this are written from a copy: sendfile's hand-over of the connection
+#: costs more than copying a Parquet footer
+SENDFILE_MIN = 128 * 1024
 #: at most this many listings are kept fresh in the background (the most recently served)
 MAX_REFRESHED_LISTINGS = 2048
 UFS_CALLS = Counter("metaproxy_gateway_ufs_calls", "Calls the gateway made to a UFS", ["ufs", "op"])
 READ_AHEAD = Counter("metaproxy_gateway_read_ahead_blocks", "Blocks fetched ahead of sequential readers")
+LISTING_REFRESHES = Counter(
+    "metaproxy_gateway_listing_refreshes",
+    "Listings re-read in the background before going stale",
+    ["outcome"],
+)
 
 
 class ManagementError(ValueError):
@@ -396,7 +408,7 @@ class Gateway:
 
     def refresh_listings(self) -> int:
         """Start re-listing, on the I/O pool, the listings served within ``refresh_listings_for``
-        that are past half their freshness; returns how many. A served listing is never older
+        that are past three quarters of their freshness; returns how many. A served listing is never older
         than ``stale_after`` either way — this only takes the round trips off the query path."""
         g = self.config.gateway
         if g.refresh_listings_for_s <= 0:
@@ -409,7 +421,12 @@ class Gateway:
                 if now - served > g.refresh_listings_for_s or len(due) >= MAX_REFRESHED_LISTINGS:
                     break
                 hit = self._listings.get(uri)
-                if uri not in self._refreshing and hit is not None and now - hit[0] >= g.stale_after_s / 2:
+                # about to go stale; one already stale is the next reader's to re-list
+                if (
+                    uri not in self._refreshing
+                    and hit is not None
+                    and 0.75 <= (now - hit[0]) / g.stale_after_s < 1
+                ):
                     due.append(uri)
             while self._listing_served:  # forget what has not been served for a while
                 oldest, served = next(iter(self._listing_served.items()))
@@ -428,7 +445,9 @@ class Gateway:
     def _refresh_one(self, uri: str, gen: int) -> None:
         try:
             self._relist(uri, gen)
+            LISTING_REFRESHES.labels("ok").inc()
         except Exception as e:  # the listing simply goes stale: a reader re-lists it and sees why
+            LISTING_REFRESHES.labels("failed").inc()
             log.debug("gateway: background re-listing of %s failed: %s", uri, e)
         finally:
             with self._lock:
@@ -904,13 +923,18 @@ async def _send_block(
     """Send ``count`` bytes of a block from ``offset``: a block in a memory file goes to the socket
     with ``sendfile`` (the bytes never pass through Python); bytes go through the response."""
     transport = request.transport
-    if lease.file is not None and transport is not None and not transport.is_closing():
+    if (
+        count >= SENDFILE_MIN
+        and lease.file is not None
+        and transport is not None
+        and not transport.is_closing()
+    ):
         try:
             await asyncio.get_running_loop().sendfile(transport, lease.file, offset, count, fallback=False)
             return
         except (NotImplementedError, asyncio.SendfileNotAvailableError):  # before any byte left
             pass
-    data = memoryview(lease.read())[offset : offset + count]
+    data = memoryview(lease.read_range(offset, count))
     for at in range(0, len(data), WRITE_SLICE):  # small writes: less buffering
         await resp.write(data[at : at + WRITE_SLICE])
 
@@ -923,7 +947,7 @@ def make_app(gw: Gateway) -> web.Application:
     g = gw.config.gateway
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        rid = uuid.uuid4().hex[:16]
+        rid = f"{_RID_PREFIX}{next(_request_numbers):08x}"
         op = "unknown"
         try:
             raw_path, _, raw_query = request.raw_path.partition("?")
@@ -1246,8 +1270,8 @@ class GatewayServer:
         return self
 
     def _refresh_listings(self) -> None:
-        # four looks per freshness period: a listing is re-read at 50-75 % of its life
-        every = max(0.05, self.config.gateway.stale_after_s / 4)
+        # eight looks per freshness period: a listing is re-read at 75-87.5 % of its life
+        every = max(0.05, self.config.gateway.stale_after_s / 8)
         while not self._stopping.wait(every):
             try:
                 self.gateway.refresh_listings()

@@ -6,6 +6,7 @@ own: the HTTP server (:mod:`metaproxy.cache.gateway`) only wires them to request
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -147,10 +148,9 @@ def verify_sigv4(
     if cred_region != region:
         raise AccessDenied(f"credential scope region {cred_region!r} is not this gateway's ({region!r})")
     amz_date = req.headers.get("x-amz-date", "")
-    try:
-        when = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        raise AccessDenied("missing or malformed x-amz-date") from None
+    when = _amz_date(amz_date)
+    if when is None:
+        raise AccessDenied("missing or malformed x-amz-date")
     if not amz_date.startswith(date):
         raise AccessDenied("x-amz-date does not match the credential date")
     now = now or datetime.now(UTC)
@@ -182,13 +182,34 @@ def verify_sigv4(
     )
     scope = f"{date}/{cred_region}/s3/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    k = hmac.new(f"AWS4{secret}".encode(), date.encode(), hashlib.sha256).digest()
-    for part in (cred_region, "s3", "aws4_request"):
-        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-    expected = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
+    expected = hmac.new(_signing_key(secret, date, cred_region), to_sign.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, m.group("sig")):
         raise SignatureDoesNotMatch("the request signature does not match (check the secret key)")
     return access_key
+
+
+_AMZ_DATE_RE = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
+
+
+def _amz_date(text: str) -> datetime | None:
+    """``20261125T134501Z`` as a UTC datetime, or None (strptime cost more than the signature)."""
+    m = _AMZ_DATE_RE.fullmatch(text)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in m.groups())
+    try:
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _signing_key(secret: str, date: str, region: str) -> bytes:
+    """The SigV4 signing key of one day and region: four HMACs, the same all day."""
+    k = hmac.new(f"AWS4{secret}".encode(), date.encode(), hashlib.sha256).digest()
+    for part in (region, "s3", "aws4_request"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    return k
 
 
 def check_payload(headers: Mapping[str, str], body: bytes) -> None:
@@ -241,14 +262,17 @@ def parse_range(header: str | None, length: int) -> tuple[int, int] | None:
     return start, end
 
 
+@functools.lru_cache(maxsize=4096)
 def http_date(ts_ms: int) -> str:
     return formatdate(ts_ms / 1000, usegmt=True)
 
 
+@functools.lru_cache(maxsize=4096)
 def iso_date(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
+@functools.lru_cache(maxsize=4096)
 def etag(path: str, length: int, mtime_ms: int) -> str:
     """An ETag that changes whenever the file version (length, mtime) changes."""
     return (
