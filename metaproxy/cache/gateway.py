@@ -17,6 +17,7 @@ import base64
 import contextlib
 import itertools
 import logging
+import os
 import threading
 import time
 import uuid
@@ -929,6 +930,19 @@ async def _send_block(
         and transport is not None
         and not transport.is_closing()
     ):
+        sock = transport.get_extra_info("socket")
+        if sock is not None and transport.get_write_buffer_size() == 0:
+            # first try: the socket usually takes the whole piece at once, and then none of the
+            # event loop's sendfile hand-over (pause reading, wait for writable, resume) is due;
+            # the loop is single-threaded and the transport's buffer is empty, so nothing else
+            # writes to this socket meanwhile
+            try:
+                sent = os.sendfile(sock.fileno(), lease.file.fileno(), offset, count)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            offset, count = offset + sent, count - sent
+            if not count:
+                return
         try:
             await asyncio.get_running_loop().sendfile(transport, lease.file, offset, count, fallback=False)
             return
