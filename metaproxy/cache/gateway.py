@@ -6,6 +6,18 @@ through the :class:`~metaproxy.cache.blocks.BlockCache`; a file's status is re-r
 UFS once it is older than ``stale_after`` (the consistency bound), and blocks are keyed by the
 version, so a rewritten file is never served from old blocks.
 
+The data path of a ranged GET, on one event loop:
+
+* blocks in the memory tier are leased (a descriptor of their sealed memory file) and go to the
+  socket with ``sendfile`` — no copy through Python; pieces under ``SENDFILE_MIN`` are written;
+* missing blocks are claimed as runs: each run of consecutive misses is one streamed UFS read on
+  the I/O pool, and the loop awaits each block's flight without holding a thread;
+* a reader that continues its previous read gets read-ahead, as a continuation of its own run
+  first, then as runs that double (up to ``4 × read_ahead_blocks``) while it stays sequential.
+
+Listings served within ``refresh_listings_for`` are re-read in the background before they go
+stale, so engines that list the same partitions query after query wait no round trip for them.
+
 UFS failures become ``503 SlowDown`` (clients retry), a missing file ``404 NoSuchKey``, a
 key outside every mount ``404 NoSuchKey`` without touching any UFS.
 """
