@@ -596,14 +596,6 @@ class BlockCache:
         with lease:
             self._write_disk(key, lease)
 
-    def get_cached(self, key: BlockKey) -> bytes | None:
-        """The block's bytes if the memory tier holds it (counted as a hit), else None."""
-        hit = self.open_cached(key)
-        if hit is None:
-            return None
-        with hit:
-            return hit.read()
-
     def open_cached(self, key: BlockKey) -> Lease | None:
         """A lease on the block if the memory tier holds it (counted as a hit), else None:
         no waiting, no UFS."""

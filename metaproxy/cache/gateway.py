@@ -135,8 +135,7 @@ class _Counted:
 
     def readinto(self, buf: memoryview, /) -> int:
         n = self._stream.readinto(buf)
-        with self._gw._lock:
-            self._gw.bytes_by_ufs[self._scheme] = self._gw.bytes_by_ufs.get(self._scheme, 0) + n
+        self._gw.note_ufs_bytes(self._scheme, n)
         return n
 
     def close(self) -> None:
@@ -183,19 +182,6 @@ class UfsReaders:
                 raise UfsUnavailable(f"S3 HEAD {uri}: {e}") from e
             return FileStatus(uri, int(h["ContentLength"]), int(h["LastModified"].timestamp() * 1000))
         return self.webhdfs.status(hdfs_path(uri))
-
-    def read(self, uri: str, start: int, end: int) -> bytes:
-        UFS_CALLS.labels(scheme_of(uri), "read").inc()
-        if scheme_of(uri) == "s3":
-            import botocore.exceptions
-
-            bucket, key = self._bucket_key(uri)
-            try:
-                r = self.s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")
-                return bytes(r["Body"].read())
-            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
-                raise UfsUnavailable(f"S3 GET {uri}: {e}") from e
-        return self.webhdfs.read(hdfs_path(uri), start, end - start)
 
     def open_read(self, uri: str, start: int, length: int) -> Stream:
         """Bytes ``[start, start+length)`` as a stream (WebHDFS receives them in place)."""
@@ -294,6 +280,11 @@ class Gateway:
         self._reads: dict[str, float] = {}
         self.refresh_mounts()
         self._load_rules()
+
+    def note_ufs_bytes(self, scheme: str, n: int) -> None:
+        """Add ``n`` bytes read from a UFS of ``scheme`` to the report's figures."""
+        with self._lock:
+            self.bytes_by_ufs[scheme] = self.bytes_by_ufs.get(scheme, 0) + n
 
     def count(self, mount: str, served: int) -> None:
         with self._lock:

@@ -187,23 +187,6 @@ class WebHdfs:
             resp.close()
         return bytes(data)
 
-    def read_into(self, path: str, offset: int, buf: memoryview) -> int:
-        """Read ``len(buf)`` bytes from ``offset`` straight into ``buf``; returns how many came
-        (fewer only when the file ends first)."""
-        if not len(buf):
-            return 0
-        stream = self.open_read(path, offset, len(buf))
-        try:
-            got = 0
-            while got < len(buf):
-                n = stream.readinto(buf[got:])
-                if not n:
-                    break
-                got += n
-            return got
-        finally:
-            stream.close()
-
     def open_read(self, path: str, offset: int, length: int) -> ReadStream:
         """Bytes ``[offset, offset+length)`` as a stream to ``readinto`` caller-owned buffers.
 
