@@ -1,24 +1,30 @@
 """metaproxy's configuration: one TOML file, parsed once into frozen, typed objects.
 
-Every key is read here and nowhere else. A bad file fails with one :class:`ConfigError` that
-names the file, the key and what was expected; nothing downstream ever sees a raw dict.
-Secrets (S3 and gateway keys) are excluded from ``repr`` so they cannot leak into logs.
+Every key is read here and nowhere else, and each is declared once: a dataclass field's metadata
+names its TOML key, its kind and any check, and its default is the dataclass default. One generic
+reader turns a TOML table into a dataclass from those fields, so the parser cannot drift from the
+dataclasses, and :func:`config_keys` lists every key it understands (a unit test holds
+``etc/metaproxy.toml``, the documented example, to showing each of them).
 
-The file layout is documented in ``etc/metaproxy.toml``.
+A bad file fails with one :class:`ConfigError` that names the file, the key and what was expected;
+nothing downstream ever sees a raw dict. Secrets (S3 and gateway keys) are excluded from ``repr`` so
+they cannot leak into logs.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal
 
 Profile = Literal["cloud", "onprem", "passthrough"]
 PROFILES: tuple[str, ...] = ("cloud", "onprem", "passthrough")
+LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 DEFAULT_CONFIG_PATH = Path("etc/metaproxy.toml")
 CONFIG_ENV = "METAPROXY_CONFIG"
@@ -28,147 +34,21 @@ class ConfigError(ValueError):
     """The configuration file is missing, unreadable or has a bad key."""
 
 
-@dataclass(frozen=True)
-class ListenerConfig:
-    """One Thrift listener of the metastore proxy and how it rewrites locations."""
+class _Invalid(ValueError):
+    """A value refused by its kind or its field's check; ``got`` defaults to the value in the file."""
 
-    host: str = "127.0.0.1"
-    port: int = 9183
-    profile: Profile = "cloud"
-
-
-@dataclass(frozen=True)
-class MetastoreConfig:
-    """The on-prem Hive Metastore(s) the proxy forwards to, and what it may write there."""
-
-    uris: tuple[str, ...] = ("thrift://127.0.0.1:9083",)
-    connect_timeout_s: float = 5.0
-    call_timeout_s: float = 120.0
-    allow_writes: bool = False
-    writable_databases: tuple[str, ...] = ()
-    database_prefix: str = ""
-    database_map: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
-    """The metastore proxy's listeners and limits."""
-
-    listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
-    max_message_bytes: int = 256 * 1024 * 1024
-    admin_host: str = "127.0.0.1"
-    admin_port: int = 9184
-    mount_refresh_s: float = 2.0
-    audit_log: str = ""
-
-
-@dataclass(frozen=True)
-class S3Config:
-    """The real S3 (or S3-compatible store) that migrated data lives in."""
-
-    endpoint: str = ""
-    region: str = "us-east-1"
-    access_key: str = field(default="", repr=False)
-    secret_key: str = field(default="", repr=False)
-    path_style: bool = True
-
-
-@dataclass(frozen=True)
-class HdfsConfig:
-    """The on-prem HDFS, reached through WebHDFS."""
-
-    namenode: str = "hdfs://127.0.0.1:8020"
-    webhdfs: str = "http://127.0.0.1:9870"
-    user: str = "hdfs"
-    timeout_s: float = 60.0
-
-
-@dataclass(frozen=True)
-class TierConfig:
-    """One cache tier: its capacity in bytes and, for disk, where it lives."""
-
-    capacity: int
-    path: str = ""
-
-
-@dataclass(frozen=True)
-class GatewayConfig:
-    """The S3-compatible block-cache reader (the gateway)."""
-
-    host: str = "127.0.0.1"
-    port: int = 9185
-    #: the address clients are given in rewritten locations' endpoint (Trino's s3.endpoint)
-    endpoint: str = "http://127.0.0.1:9185"
-    bucket: str = "metaproxy"
-    region: str = "us-east-1"
-    access_key: str = field(default="", repr=False)
-    secret_key: str = field(default="", repr=False)
-    block_size: int = 4 * 1024 * 1024
-    memory: TierConfig = TierConfig(capacity=512 * 1024 * 1024)
-    disk: TierConfig = TierConfig(capacity=8 * 1024 * 1024 * 1024, path="var/cache")
-    pinned_max: int = 4 * 1024 * 1024 * 1024
-    stale_after_s: float = 5.0
-    #: a listing served within this long is re-listed in the background before it goes stale,
-    #: so engines re-reading the same partitions do not wait a round trip per directory; 0: off
-    refresh_listings_for_s: float = 60.0
-    read_ahead_blocks: int = 4
-    #: threads for UFS calls (stat, list, block reads); across a slow link each waits a round
-    #: trip, so concurrency, not CPU, bounds an engine listing many partitions at once
-    io_threads: int = 64
-    admin_port: int = 9186
-    #: mounts that accept PutObject/DeleteObject (written to the mount's create target); none by default
-    writable_mounts: tuple[str, ...] = ()
-    #: how often TTL'd paths are swept
-    ttl_check_interval_s: float = 10.0
-
-
-@dataclass(frozen=True)
-class MountConfig:
-    """A logical path bound to one UFS, or to a union of several."""
-
-    path: str
-    ufs: tuple[str, ...]
-    read_priority: tuple[str, ...] = ()
-    create_target: str = ""
-
-
-@dataclass(frozen=True)
-class MigrateConfig:
-    """The migration loop."""
-
-    target: str = "s3://metaproxy-migrated/"
-    interval_s: float = 30.0
-    grace_period_s: float = 3600.0
-    part_size: int = 16 * 1024 * 1024
-    parallelism: int = 4
-    write_back_to_hms: bool = False
-
-
-@dataclass(frozen=True)
-class Config:
-    """The whole configuration of a metaproxy deployment."""
-
-    source: str
-    state_path: str
-    metastore: MetastoreConfig
-    proxy: ProxyConfig
-    gateway: GatewayConfig
-    hdfs: HdfsConfig
-    s3: S3Config
-    migrate: MigrateConfig
-    mounts: tuple[MountConfig, ...]
-    log_level: str = "INFO"
+    def __init__(self, expected: str, got: object = MISSING) -> None:
+        super().__init__(expected)
+        self.expected, self.got = expected, got
 
 
 # --------------------------------------------------------------------------------------------
-# parsing
+# kinds: what a key's value may be in the file
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "": 1.0}
-
-T = TypeVar("T")
 
 
 def parse_size(value: object) -> int:
@@ -202,292 +82,462 @@ def parse_duration(value: object) -> float:
     raise ValueError("expected a duration such as 500ms, 30s, 1m, 2h or 7d")
 
 
-class _Section:
-    """Reads typed keys out of one TOML table and remembers which ones were used."""
+#: each kind and the TOML type of its values; size and duration also take strings ("4MiB", "30s")
+_KINDS: dict[str, Any] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "table": dict,
+    "port": int,
+    "choice": str,
+    "size": int | str,
+    "duration": float | int | str,
+    "str_list": list,  # or one string
+    "secret": str,  # the value, or the environment variable its {key}_env names (see _secret)
+    "path": str,  # resolved against the config's base directory, defaults included
+    "section": dict,  # a sub-table, read into a dataclass
+    "array": list,  # an array of tables, each read into a dataclass
+}
 
-    def __init__(self, source: str, name: str, data: object) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: [{name}] must be a table")
-        self.source, self.name, self.data = source, name, data
-        self.used: set[str] = set()
 
-    def _fail(self, key: str, expected: str, got: object) -> ConfigError:
-        where = f"[{self.name}] {key}" if self.name else key
-        return ConfigError(f"{self.source}: {where}: expected {expected}, got {got!r}")
-
-    def get(self, key: str, kind: type[T], default: T) -> T:
-        self.used.add(key)
-        if key not in self.data:
-            return default
-        value = self.data[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return cast(T, float(value))
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self._fail(key, f"a {kind.__name__}", value)
-        return value
-
-    def str_list(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        self.used.add(key)
-        if key not in self.data:
-            return default
-        value = self.data[key]
+def _convert(value: object, meta: Mapping[str, Any]) -> Any:
+    """A value found in the file, as its field's kind; raises _Invalid."""
+    kind = meta["kind"]
+    if kind in ("size", "duration"):
+        try:
+            return parse_size(value) if kind == "size" else parse_duration(value)
+        except ValueError as e:
+            raise _Invalid(str(e).removeprefix("expected ")) from None
+    if kind == "str_list":
         if isinstance(value, str):
             return (value,)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self._fail(key, "a list of strings", value)
+            raise _Invalid("a list of strings")
         return tuple(value)
+    want = _KINDS[kind]
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+        raise _Invalid(f"a {want.__name__}")
+    if kind == "port" and not 0 <= value <= 65535:
+        raise _Invalid("a port number 0-65535")
+    if kind == "choice" and value not in meta["choices"]:
+        raise _Invalid("one of " + ", ".join(meta["choices"]))
+    return value
 
-    def size(self, key: str, default: int) -> int:
-        self.used.add(key)
-        if key not in self.data:
-            return default
+
+#: a field's check: (its value, the fields read before it) → the value kept; raises _Invalid
+Check = Callable[[Any, Mapping[str, Any]], Any]
+#: a default computed when the key is absent: (the dataclass default, the fields read before it)
+Derive = Callable[[Any, Mapping[str, Any]], Any]
+
+
+def _key(
+    key: str,
+    kind: str,
+    default: Any = MISSING,
+    *,
+    factory: Any = MISSING,
+    check: Check | None = None,
+    derive: Derive | None = None,
+    choices: tuple[str, ...] = (),
+    of: type | None = None,
+    keys: tuple[str, ...] = (),
+) -> Any:
+    """A dataclass field read from ``key`` (dotted: in a sub-table) as ``kind``, and its default.
+
+    ``check`` sees every value, defaults included. A section is read into the dataclass of its
+    default, limited to ``keys`` if given; an array's tables into the dataclass ``of``. Secrets
+    are kept out of ``repr``, so out of logs.
+    """
+    if kind not in _KINDS:
+        raise TypeError(f"unknown config kind {kind!r}")
+    if (kind == "array") != (of is not None):
+        raise TypeError(f"{key}: 'of' is for arrays, which need it")
+    meta = dict(key=key, kind=kind, check=check, derive=derive, choices=choices, of=of, keys=keys)
+    return field(default=default, default_factory=factory, repr=kind != "secret", metadata=meta)
+
+
+def _in_range(low: float, high: float, expected: str) -> Check:
+    def check(n: int, _: Mapping[str, Any]) -> int:
+        if not low <= n <= high:
+            raise _Invalid(expected)
+        return n
+
+    return check
+
+
+# --------------------------------------------------------------------------------------------
+# the configuration, each field with its key
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """One Thrift listener of the metastore proxy and how it rewrites locations."""
+
+    host: str = _key("host", "str", "127.0.0.1")
+    port: int = _key("port", "port", 9183)
+    profile: Profile = _key("profile", "choice", "cloud", choices=PROFILES)
+
+
+def _thrift_uris(uris: tuple[str, ...], _: Mapping[str, Any]) -> tuple[str, ...]:
+    for u in uris:
+        if not u.startswith("thrift://") or ":" not in u[len("thrift://") :]:
+            raise _Invalid("thrift://host:port URIs", u)
+    return uris
+
+
+def _regexes(patterns: tuple[str, ...], _: Mapping[str, Any]) -> tuple[str, ...]:
+    for pattern in patterns:
         try:
-            return parse_size(self.data[key])
-        except ValueError as e:
-            raise self._fail(key, str(e).removeprefix("expected "), self.data[key]) from None
+            re.compile(pattern)
+        except re.error as e:
+            raise _Invalid(f"regular expressions ({e})", pattern) from None
+    return patterns
 
-    def duration(self, key: str, default: float) -> float:
+
+def _name_map(table: dict[Any, Any], _: Mapping[str, Any]) -> dict[str, str]:
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
+        raise _Invalid("a table of client name = upstream name")
+    return dict(table)
+
+
+@dataclass(frozen=True)
+class MetastoreConfig:
+    """The on-prem Hive Metastore(s) the proxy forwards to, and what it may write there."""
+
+    uris: tuple[str, ...] = _key("uris", "str_list", ("thrift://127.0.0.1:9083",), check=_thrift_uris)
+    connect_timeout_s: float = _key("connect_timeout", "duration", 5.0)
+    call_timeout_s: float = _key("call_timeout", "duration", 120.0)
+    allow_writes: bool = _key("allow_writes", "bool", False)
+    writable_databases: tuple[str, ...] = _key("writable_databases", "str_list", (), check=_regexes)
+    database_prefix: str = _key("database_prefix", "str", "")
+    database_map: Mapping[str, str] = _key("database_map", "table", factory=dict, check=_name_map)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The metastore proxy's listeners and limits."""
+
+    listeners: tuple[ListenerConfig, ...] = _key("listener", "array", (ListenerConfig(),), of=ListenerConfig)
+    max_message_bytes: int = _key("max_message_size", "size", 256 * 1024 * 1024)
+    admin_host: str = _key("admin_host", "str", "127.0.0.1")
+    admin_port: int = _key("admin_port", "port", 9184)
+    mount_refresh_s: float = _key("mount_refresh", "duration", 2.0)
+    audit_log: str = _key("audit_log", "path", "")
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """The real S3 (or S3-compatible store) that migrated data lives in."""
+
+    endpoint: str = _key("endpoint", "str", "")
+    region: str = _key("region", "str", "us-east-1")
+    access_key: str = _key("access_key", "secret", "")
+    secret_key: str = _key("secret_key", "secret", "")
+    path_style: bool = _key("path_style", "bool", True)
+
+
+@dataclass(frozen=True)
+class HdfsConfig:
+    """The on-prem HDFS, reached through WebHDFS."""
+
+    namenode: str = _key("namenode", "str", "hdfs://127.0.0.1:8020")
+    webhdfs: str = _key("webhdfs", "str", "http://127.0.0.1:9870", check=lambda url, _: url.rstrip("/"))
+    user: str = _key("user", "str", "hdfs")
+    timeout_s: float = _key("timeout", "duration", 60.0)
+
+
+@dataclass(frozen=True)
+class TierConfig:
+    """One cache tier: its capacity in bytes and, for disk, where it lives."""
+
+    capacity: int = _key("capacity", "size")
+    path: str = _key("path", "path", "")
+
+
+def _bucket_name(name: str, _: Mapping[str, Any]) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", name):
+        raise _Invalid("an S3 bucket name (3-63 lowercase letters, digits, '.', '-')")
+    return name
+
+
+_block_size = _in_range(64 * 1024, 64 * 1024 * 1024, "a size between 64KiB and 64MiB")
+_read_ahead = _in_range(0, math.inf, "a number of blocks >= 0")
+_io_threads = _in_range(1, 1024, "a number of threads from 1 to 1024")
+
+
+def _pin_tier(default: int, tiers: Mapping[str, Any]) -> int:
+    """By default pins may fill at most the tier that holds them (the disk tier, else memory)."""
+    disk, memory = tiers["disk"].capacity, tiers["memory"].capacity
+    return min(default, disk if disk > 0 else memory)
+
+
+def _pins_fit(pinned_max: int, tiers: Mapping[str, Any]) -> int:
+    disk = tiers["disk"].capacity
+    if pinned_max > disk and disk > 0:
+        raise _Invalid(f"at most the disk tier's capacity ({disk} bytes)", pinned_max)
+    return pinned_max
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """The S3-compatible block-cache reader (the gateway)."""
+
+    host: str = _key("host", "str", "127.0.0.1")
+    port: int = _key("port", "port", 9185)
+    #: the address clients are given in rewritten locations' endpoint (Trino's s3.endpoint);
+    #: without the key http://{host}:{port}, which the default here is for the default host and port
+    endpoint: str = _key(
+        "endpoint", "str", "http://127.0.0.1:9185", derive=lambda _, gw: f"http://{gw['host']}:{gw['port']}"
+    )
+    bucket: str = _key("bucket", "str", "metaproxy", check=_bucket_name)
+    region: str = _key("region", "str", "us-east-1")
+    access_key: str = _key("access_key", "secret", "")
+    secret_key: str = _key("secret_key", "secret", "")
+    block_size: int = _key("block_size", "size", 4 * 1024 * 1024, check=_block_size)
+    memory: TierConfig = _key("memory", "section", TierConfig(capacity=512 * 1024 * 1024), keys=("capacity",))
+    disk: TierConfig = _key("disk", "section", TierConfig(capacity=8 * 1024 * 1024 * 1024, path="var/cache"))
+    pinned_max: int = _key("pinned_max", "size", 4 * 1024 * 1024 * 1024, derive=_pin_tier, check=_pins_fit)
+    stale_after_s: float = _key("stale_after", "duration", 5.0)
+    #: a listing served within this long is re-listed in the background before it goes stale,
+    #: so engines re-reading the same partitions do not wait a round trip per directory; 0: off
+    refresh_listings_for_s: float = _key("refresh_listings_for", "duration", 60.0)
+    read_ahead_blocks: int = _key("read_ahead_blocks", "int", 4, check=_read_ahead)
+    #: threads for UFS calls (stat, list, block reads); across a slow link each waits a round
+    #: trip, so concurrency, not CPU, bounds an engine listing many partitions at once
+    io_threads: int = _key("io_threads", "int", 64, check=_io_threads)
+    admin_port: int = _key("admin_port", "port", 9186)
+    #: mounts that accept PutObject/DeleteObject (written to the mount's create target); none by default
+    writable_mounts: tuple[str, ...] = _key(
+        "writable_mounts", "str_list", (), check=lambda ms, _: tuple("/" + m.strip().strip("/") for m in ms)
+    )
+    #: how often TTL'd paths are swept
+    ttl_check_interval_s: float = _key("ttl_check_interval", "duration", 10.0)
+
+
+def _schemes(_: object, mount: Mapping[str, Any]) -> tuple[str, ...]:
+    """The schemes of the mount's UFS URIs, in order: its read priority unless configured."""
+    return tuple(u.split("://", 1)[0].lower() for u in mount["ufs"])
+
+
+def _logical_path(path: str, _: Mapping[str, Any]) -> str:
+    if not path.startswith("/") or path.rstrip("/") == "" or ".." in path.split("/"):
+        raise _Invalid("an absolute logical path such as /tpcds")
+    return path.rstrip("/")
+
+
+def _ufs_uris(ufs: tuple[str, ...], _: Mapping[str, Any]) -> tuple[str, ...]:
+    if not ufs:
+        raise _Invalid("one UFS URI or a list of them")
+    for u in ufs:
+        if "://" not in u:
+            raise _Invalid("URIs such as hdfs://namenode:8020/warehouse", u)
+    return ufs
+
+
+def _known_schemes(chosen: str | tuple[str, ...], mount: Mapping[str, Any]) -> str | tuple[str, ...]:
+    schemes = _schemes(None, mount)
+    for scheme in (chosen,) if isinstance(chosen, str) else chosen:
+        if scheme not in schemes:
+            raise _Invalid(f"schemes among {list(schemes)}", scheme)
+    return chosen
+
+
+@dataclass(frozen=True)
+class MountConfig:
+    """A logical path bound to one UFS, or to a union of several."""
+
+    path: str = _key("path", "str", check=_logical_path)
+    ufs: tuple[str, ...] = _key("ufs", "str_list", check=_ufs_uris)
+    read_priority: tuple[str, ...] = _key(
+        "read_priority", "str_list", (), derive=_schemes, check=_known_schemes
+    )
+    #: without the key, the scheme of the first UFS
+    create_target: str = _key(
+        "create_target", "str", "", derive=lambda _, m: _schemes(_, m)[0], check=_known_schemes
+    )
+
+
+def _s3_prefix(target: str, _: Mapping[str, Any]) -> str:
+    if not target.startswith(("s3://", "s3a://")):
+        raise _Invalid("an s3:// URI prefix")
+    return target if target.endswith("/") else target + "/"
+
+
+@dataclass(frozen=True)
+class MigrateConfig:
+    """The migration loop."""
+
+    target: str = _key("target", "str", "s3://metaproxy-migrated/", check=_s3_prefix)
+    interval_s: float = _key("interval", "duration", 30.0)
+    grace_period_s: float = _key("grace_period", "duration", 3600.0)
+    part_size: int = _key("part_size", "size", 16 * 1024 * 1024)
+    parallelism: int = _key("parallelism", "int", 4)
+    write_back_to_hms: bool = _key("write_back_to_hms", "bool", False)
+
+
+def _distinct_paths(mounts: tuple[MountConfig, ...], _: Mapping[str, Any]) -> tuple[MountConfig, ...]:
+    seen: set[str] = set()
+    for m in mounts:
+        if m.path in seen:
+            raise _Invalid("each mount path declared once", m.path)
+        seen.add(m.path)
+    return mounts
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of a metaproxy deployment."""
+
+    source: str
+    state_path: str = _key("state.path", "path", "var/metaproxy.db")
+    metastore: MetastoreConfig = _key("metastore", "section", factory=MetastoreConfig)
+    proxy: ProxyConfig = _key("proxy", "section", factory=ProxyConfig)
+    gateway: GatewayConfig = _key("gateway", "section", factory=GatewayConfig)
+    hdfs: HdfsConfig = _key("hdfs", "section", factory=HdfsConfig)
+    s3: S3Config = _key("s3", "section", factory=S3Config)
+    migrate: MigrateConfig = _key("migrate", "section", factory=MigrateConfig)
+    mounts: tuple[MountConfig, ...] = _key("mount", "array", (), of=MountConfig, check=_distinct_paths)
+    log_level: str = _key("log_level", "choice", "INFO", choices=LOG_LEVELS)
+
+
+# --------------------------------------------------------------------------------------------
+# reading: one generic reader, driven by the fields above
+
+
+class _Section:
+    """One TOML table being read: remembers which keys were used, so the others are rejected."""
+
+    def __init__(self, source: str, name: str, data: object, base: Path) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        self.source, self.name, self.data, self.base = source, name, data, base
+        self.used: set[str] = set()
+        self.subs: dict[str, _Section] = {}
+
+    def fail(self, key: str, expected: str, got: object) -> ConfigError:
+        where = f"[{self.name}] {key}" if self.name else key
+        shown = "nothing" if got is MISSING else repr(got)
+        return ConfigError(f"{self.source}: {where}: expected {expected}, got {shown}")
+
+    def take(self, key: str) -> object:
+        """The key's value, or MISSING."""
         self.used.add(key)
-        if key not in self.data:
-            return default
-        try:
-            return parse_duration(self.data[key])
-        except ValueError as e:
-            raise self._fail(key, str(e).removeprefix("expected "), self.data[key]) from None
+        return self.data.get(key, MISSING)
 
-    def secret(self, key: str) -> str:
-        """A secret: the value itself, or ``{key}_env`` naming an environment variable.
-
-        An unset variable yields an empty secret: the service that needs it refuses to start
-        and says which key is missing, while commands that do not need it keep working.
-        """
-        env_key = f"{key}_env"
-        self.used.update((key, env_key))
-        if env_key in self.data:
-            if key in self.data:
-                raise self._fail(key, f"either {key} or {env_key}, not both", "both")
-            var = self.get(env_key, str, "")
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
-                raise self._fail(env_key, "the name of an environment variable", var)
-            return os.environ.get(var, "")
-        return self.get(key, str, "")
+    def child(self, key: str, data: object) -> _Section:
+        return _Section(self.source, f"{self.name}.{key}" if self.name else key, data, self.base)
 
     def sub(self, key: str) -> _Section:
-        self.used.add(key)
-        name = f"{self.name}.{key}" if self.name else key
-        return _Section(self.source, name, self.data.get(key, {}))
+        """The sub-table ``key`` (empty when absent); its keys are checked with this table's."""
+        if key not in self.subs:
+            self.used.add(key)
+            self.subs[key] = self.child(key, self.data.get(key, {}))
+        return self.subs[key]
 
     def check_unknown(self) -> None:
+        """Rejects keys nothing read, here and in the sub-tables read through this table."""
         unknown = sorted(set(self.data) - self.used)
         if unknown:
             where = f"[{self.name}]" if self.name else "top level"
             raise ConfigError(f"{self.source}: {where}: unknown key {unknown[0]!r}")
+        for sub in self.subs.values():
+            sub.check_unknown()
 
 
-def _choice(section: _Section, key: str, choices: tuple[str, ...], default: str) -> str:
-    value = section.get(key, str, default)
-    if value not in choices:
-        raise section._fail(key, "one of " + ", ".join(choices), value)
-    return value
+def _bound_fields(cls: type, keys: tuple[str, ...] = ()) -> Iterator[Field[Any]]:
+    """The fields of ``cls`` read from the file (all of them, or those whose key is in ``keys``)."""
+    for f in fields(cls):
+        if "key" in f.metadata and (not keys or f.metadata["key"] in keys):
+            yield f
 
 
-def _port(section: _Section, key: str, default: int) -> int:
-    value = section.get(key, int, default)
-    if not 0 <= value <= 65535:
-        raise section._fail(key, "a port number 0-65535", value)
-    return value
+def _default(f: Field[Any]) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
 
 
-def _parse_mount(source: str, i: int, raw: object) -> MountConfig:
-    s = _Section(source, f"mount.{i}", raw)
-    path = s.get("path", str, "")
-    if not path.startswith("/") or path.rstrip("/") == "" or ".." in path.split("/"):
-        raise s._fail("path", "an absolute logical path such as /tpcds", path)
-    ufs = s.str_list("ufs", ())
-    if not ufs:
-        raise s._fail("ufs", "one UFS URI or a list of them", s.data.get("ufs"))
-    for u in ufs:
-        if "://" not in u:
-            raise s._fail("ufs", "URIs such as hdfs://namenode:8020/warehouse", u)
-    schemes = tuple(u.split("://", 1)[0].lower() for u in ufs)
-    read_priority = s.str_list("read_priority", schemes)
-    for r in read_priority:
-        if r not in schemes:
-            raise s._fail("read_priority", f"schemes among {list(schemes)}", r)
-    create_target = s.get("create_target", str, schemes[0])
-    if create_target not in schemes:
-        raise s._fail("create_target", f"one of {list(schemes)}", create_target)
+def _read(s: _Section, cls: type, base: object = None, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields of ``cls`` read from ``s``; absent keys take their default from ``base`` (an
+    instance of ``cls``) if given, else from the dataclass."""
+    values: dict[str, Any] = {}
+    for f in _bound_fields(cls, keys):
+        values[f.name] = _read_field(s, f, _default(f) if base is None else getattr(base, f.name), values)
     s.check_unknown()
-    return MountConfig(path.rstrip("/"), ufs, read_priority, create_target)
+    return values
+
+
+def _read_field(s: _Section, f: Field[Any], default: Any, before: Mapping[str, Any]) -> Any:
+    """One field: its value in the file or its default, then its check."""
+    meta = f.metadata
+    *tables, key = meta["key"].split(".")
+    for table in tables:
+        s = s.sub(table)
+    kind, of = meta["kind"], meta["of"]
+    if kind == "section":
+        return replace(default, **_read(s.sub(key), type(default), default, meta["keys"]))
+    raw = _secret(s, key) if kind == "secret" else s.take(key)
+    try:
+        if raw is MISSING:
+            value = meta["derive"](default, before) if meta["derive"] else default
+            if value is MISSING:
+                raise _Invalid("a value")
+        elif kind == "array":
+            items = _convert(raw, meta)
+            value = tuple(of(**_read(s.child(f"{key}.{i}", item), of)) for i, item in enumerate(items))
+        else:
+            value = _convert(raw, meta)
+        if kind == "path" and value and not os.path.isabs(value):
+            # defaults too: var/… is the deployment's var/, wherever metaproxy was started
+            value = str((s.base / value).resolve())
+        return meta["check"](value, before) if meta["check"] else value
+    except _Invalid as e:
+        raise s.fail(key, e.expected, raw if e.got is MISSING else e.got) from None
+
+
+def _secret(s: _Section, key: str) -> object:
+    """A secret: the value itself, or ``{key}_env`` naming an environment variable.
+
+    An unset variable yields an empty secret: the service that needs it refuses to start
+    and says which key is missing, while commands that do not need it keep working.
+    """
+    env_key = f"{key}_env"
+    value, var = s.take(key), s.take(env_key)
+    if var is MISSING:
+        return value
+    if value is not MISSING:
+        raise s.fail(key, f"either {key} or {env_key}, not both", "both")
+    if not isinstance(var, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
+        raise s.fail(env_key, "the name of an environment variable", var)
+    return os.environ.get(var, "")
+
+
+def _keys(cls: type, prefix: str, keys: tuple[str, ...] = ()) -> Iterator[str]:
+    for f in _bound_fields(cls, keys):
+        meta = f.metadata
+        name = prefix + meta["key"]
+        if meta["kind"] in ("section", "array"):
+            yield from _keys(meta["of"] or type(_default(f)), name + ".", meta["keys"])
+        else:
+            yield name
+            if meta["kind"] == "secret":
+                yield name + "_env"
+
+
+def config_keys() -> tuple[str, ...]:
+    """Every key the parser understands, as ``section.key``: ``log_level``, ``state.path``,
+    ``gateway.memory.capacity``, ``proxy.listener.port``, ``s3.secret_key`` and ``s3.secret_key_env``…
+
+    Read from the same field metadata as the parser, so it cannot miss one.
+    """
+    return tuple(_keys(Config, ""))
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>", base_dir: Path | None = None) -> Config:
     """Turn a parsed TOML document into a :class:`Config`, or raise :class:`ConfigError`."""
-    top = _Section(source, "", data)
-    base = base_dir or Path.cwd()
-
-    def resolve(p: str) -> str:
-        return str((base / p).resolve()) if p and not os.path.isabs(p) else p
-
-    st = top.sub("state")
-    state_path = resolve(st.get("path", str, "var/metaproxy.db"))
-    st.check_unknown()
-
-    ms = top.sub("metastore")
-    uris = ms.str_list("uris", MetastoreConfig.uris)
-    for u in uris:
-        if not u.startswith("thrift://") or ":" not in u[len("thrift://") :]:
-            raise ms._fail("uris", "thrift://host:port URIs", u)
-    writable = ms.str_list("writable_databases", ())
-    for pattern in writable:
-        try:
-            re.compile(pattern)
-        except re.error as e:
-            raise ms._fail("writable_databases", f"regular expressions ({e})", pattern) from None
-    dbmap = ms.get("database_map", dict, {})
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in dbmap.items()):
-        raise ms._fail("database_map", "a table of client name = upstream name", dbmap)
-    metastore = MetastoreConfig(
-        uris=uris,
-        connect_timeout_s=ms.duration("connect_timeout", 5.0),
-        call_timeout_s=ms.duration("call_timeout", 120.0),
-        allow_writes=ms.get("allow_writes", bool, False),
-        writable_databases=writable,
-        database_prefix=ms.get("database_prefix", str, ""),
-        database_map=dict(dbmap),
-    )
-    ms.check_unknown()
-
-    px = top.sub("proxy")
-    listeners = []
-    raw_listeners = px.get("listener", list, [{}])
-    for i, raw in enumerate(raw_listeners):
-        ls = _Section(source, f"proxy.listener.{i}", raw)
-        listeners.append(
-            ListenerConfig(
-                host=ls.get("host", str, "127.0.0.1"),
-                port=_port(ls, "port", 9183),
-                profile=cast(Profile, _choice(ls, "profile", PROFILES, "cloud")),
-            )
-        )
-        ls.check_unknown()
-    proxy = ProxyConfig(
-        listeners=tuple(listeners),
-        max_message_bytes=px.size("max_message_size", ProxyConfig.max_message_bytes),
-        admin_host=px.get("admin_host", str, "127.0.0.1"),
-        admin_port=_port(px, "admin_port", 9184),
-        mount_refresh_s=px.duration("mount_refresh", 2.0),
-        audit_log=resolve(px.get("audit_log", str, "")),
-    )
-    px.check_unknown()
-
-    gw = top.sub("gateway")
-    mem = gw.sub("memory")
-    memory = TierConfig(capacity=mem.size("capacity", GatewayConfig.memory.capacity))
-    mem.check_unknown()
-    dk = gw.sub("disk")
-    disk = TierConfig(
-        capacity=dk.size("capacity", GatewayConfig.disk.capacity),
-        path=resolve(dk.get("path", str, GatewayConfig.disk.path)),
-    )
-    dk.check_unknown()
-    block_size = gw.size("block_size", GatewayConfig.block_size)
-    if not 64 * 1024 <= block_size <= 64 * 1024 * 1024:
-        raise gw._fail("block_size", "a size between 64KiB and 64MiB", gw.data.get("block_size"))
-    gw_port = _port(gw, "port", 9185)
-    gw_host = gw.get("host", str, "127.0.0.1")
-    bucket = gw.get("bucket", str, "metaproxy")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
-        raise gw._fail("bucket", "an S3 bucket name (3-63 lowercase letters, digits, '.', '-')", bucket)
-    gateway = GatewayConfig(
-        host=gw_host,
-        port=gw_port,
-        endpoint=gw.get("endpoint", str, f"http://{gw_host}:{gw_port}"),
-        bucket=bucket,
-        region=gw.get("region", str, "us-east-1"),
-        access_key=gw.secret("access_key"),
-        secret_key=gw.secret("secret_key"),
-        block_size=block_size,
-        memory=memory,
-        disk=disk,
-        # by default at most the tier that holds pins (the disk tier, else memory)
-        pinned_max=gw.size(
-            "pinned_max",
-            min(GatewayConfig.pinned_max, disk.capacity if disk.capacity > 0 else memory.capacity),
-        ),
-        stale_after_s=gw.duration("stale_after", 5.0),
-        refresh_listings_for_s=gw.duration("refresh_listings_for", GatewayConfig.refresh_listings_for_s),
-        read_ahead_blocks=gw.get("read_ahead_blocks", int, GatewayConfig.read_ahead_blocks),
-        io_threads=gw.get("io_threads", int, GatewayConfig.io_threads),
-        admin_port=_port(gw, "admin_port", 9186),
-        writable_mounts=tuple("/" + m.strip().strip("/") for m in gw.str_list("writable_mounts", ())),
-        ttl_check_interval_s=gw.duration("ttl_check_interval", 10.0),
-    )
-    if not 1 <= gateway.io_threads <= 1024:
-        raise gw._fail("io_threads", "a number of threads from 1 to 1024", gateway.io_threads)
-    if gateway.read_ahead_blocks < 0:
-        raise gw._fail("read_ahead_blocks", "a number of blocks >= 0", gateway.read_ahead_blocks)
-    if gateway.pinned_max > disk.capacity and disk.capacity > 0:
-        raise gw._fail(
-            "pinned_max", f"at most the disk tier's capacity ({disk.capacity} bytes)", gateway.pinned_max
-        )
-    gw.check_unknown()
-
-    hd = top.sub("hdfs")
-    hdfs = HdfsConfig(
-        namenode=hd.get("namenode", str, HdfsConfig.namenode),
-        webhdfs=hd.get("webhdfs", str, HdfsConfig.webhdfs).rstrip("/"),
-        user=hd.get("user", str, "hdfs"),
-        timeout_s=hd.duration("timeout", 60.0),
-    )
-    hd.check_unknown()
-
-    s3s = top.sub("s3")
-    s3 = S3Config(
-        endpoint=s3s.get("endpoint", str, ""),
-        region=s3s.get("region", str, "us-east-1"),
-        access_key=s3s.secret("access_key"),
-        secret_key=s3s.secret("secret_key"),
-        path_style=s3s.get("path_style", bool, True),
-    )
-    s3s.check_unknown()
-
-    mg = top.sub("migrate")
-    target = mg.get("target", str, MigrateConfig.target)
-    if not target.startswith(("s3://", "s3a://")):
-        raise mg._fail("target", "an s3:// URI prefix", target)
-    migrate = MigrateConfig(
-        target=target if target.endswith("/") else target + "/",
-        interval_s=mg.duration("interval", 30.0),
-        grace_period_s=mg.duration("grace_period", 3600.0),
-        part_size=mg.size("part_size", MigrateConfig.part_size),
-        parallelism=mg.get("parallelism", int, 4),
-        write_back_to_hms=mg.get("write_back_to_hms", bool, False),
-    )
-    mg.check_unknown()
-
-    raw_mounts = top.get("mount", list, [])
-    mounts = tuple(_parse_mount(source, i, m) for i, m in enumerate(raw_mounts))
-    seen: set[str] = set()
-    for m in mounts:
-        if m.path in seen:
-            raise ConfigError(f"{source}: [[mount]] path {m.path!r} is declared twice")
-        seen.add(m.path)
-
-    log_level = _choice(top, "log_level", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
-    top.check_unknown()
-    return Config(
-        source=source,
-        state_path=state_path,
-        metastore=metastore,
-        proxy=proxy,
-        gateway=gateway,
-        hdfs=hdfs,
-        s3=s3,
-        migrate=migrate,
-        mounts=mounts,
-        log_level=log_level,
-    )
+    top = _Section(source, "", data, base_dir or Path.cwd())
+    return Config(source=source, **_read(top, Config))
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
