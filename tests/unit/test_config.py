@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from metaproxy.config import ConfigError, load_config, parse_config, parse_duration, parse_size
+from metaproxy.config import (
+    Config,
+    ConfigError,
+    config_keys,
+    load_config,
+    parse_config,
+    parse_duration,
+    parse_size,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -54,6 +65,13 @@ def test_durations(text: object, expected: float) -> None:
         ({"s3": {"secret_key_env": "not a name"}}, "[s3] secret_key_env"),
         ({"s3": {"secret_key_env": "X", "secret_key": "y"}}, "[s3] secret_key: expected either"),
         ({"nonsense": 1}, "unknown key 'nonsense'"),
+        ({"gateway": {"memory": {"path": "x"}}}, "[gateway.memory]: unknown key 'path'"),
+        ({"state": {"path": "x", "size": 1}}, "[state]: unknown key 'size'"),
+        ({"mount": [{"path": "/t"}]}, "[mount.0] ufs: expected a value, got nothing"),
+        (
+            {"mount": [{"path": "/t", "ufs": "hdfs://nn/a"}, {"path": "/t/", "ufs": "hdfs://nn/b"}]},
+            "mount: expected each",
+        ),
     ],
 )
 def test_bad_keys_are_named(data: dict, needle: str) -> None:
@@ -92,3 +110,74 @@ def test_listing_refresh_window() -> None:
     assert off.gateway.refresh_listings_for_s == 0.0
     with pytest.raises(ConfigError, match="refresh_listings_for"):
         parse_config({"gateway": {"refresh_listings_for": "soon"}}, "t.toml")
+
+
+def _example_keys(text: str) -> list[str]:
+    """The keys etc/metaproxy.toml shows, set or commented out, as ``section.key`` by the
+    ``[section]`` or ``[[array]]`` block (itself perhaps commented out) each line is in."""
+    section, keys = "", []
+    for line in text.splitlines():
+        if header := re.fullmatch(r"#?\s*\[\[?([\w.]+)\]\]?\s*(#.*)?", line):
+            section = header.group(1)
+        elif key := re.match(r"#?\s*(\w+)\s*=", line):
+            keys.append(f"{section}.{key.group(1)}" if section else key.group(1))
+    return keys
+
+
+def test_example_config_documents_every_key() -> None:
+    shown = _example_keys((ROOT / "etc" / "metaproxy.toml").read_text())
+    missing = [k for k in config_keys() if k not in shown]
+    assert not missing, f"keys the parser reads but etc/metaproxy.toml does not show: {missing}"
+    stale = sorted(set(shown) - set(config_keys()))
+    assert not stale, f"keys etc/metaproxy.toml shows but the parser does not read: {stale}"
+
+
+def test_config_keys() -> None:
+    keys = config_keys()
+    assert len(keys) == len(set(keys))
+    for key in (
+        "log_level",
+        "state.path",
+        "metastore.connect_timeout",
+        "metastore.database_map",
+        "proxy.listener.port",
+        "gateway.memory.capacity",
+        "gateway.disk.path",
+        "s3.secret_key",
+        "s3.secret_key_env",
+        "mount.path",
+    ):
+        assert key in keys
+    assert "gateway.memory.path" not in keys  # only the disk tier has a path
+
+
+def _assert_defaults(parsed: Any, default: Any, base: Path, where: str = "") -> None:
+    for f in fields(default):
+        if "key" not in f.metadata:
+            continue
+        got, want = getattr(parsed, f.name), getattr(default, f.name)
+        name = where + f.metadata["key"]
+        if f.metadata["kind"] == "section":
+            _assert_defaults(got, want, base, name + ".")
+            continue
+        if f.metadata["kind"] == "path" and want:
+            want = str((base / want).resolve())
+        assert got == want, f"{name}: parsed {got!r}, but the dataclass says {want!r}"
+
+
+def test_parser_defaults_are_the_dataclass_defaults(tmp_path: Path) -> None:
+    _assert_defaults(parse_config({}, "t.toml", tmp_path), Config(source="t.toml"), tmp_path)
+
+
+def test_derived_defaults_follow_other_keys() -> None:
+    gw = parse_config({"gateway": {"host": "10.0.0.1", "port": 9999}}, "t.toml").gateway
+    assert gw.endpoint == "http://10.0.0.1:9999"
+    small_disk = parse_config({"gateway": {"disk": {"capacity": "1GiB"}}}, "t.toml").gateway
+    assert small_disk.pinned_max == 1 << 30
+    no_disk = parse_config({"gateway": {"disk": {"capacity": 0}, "memory": {"capacity": "2GiB"}}}, "t.toml")
+    assert no_disk.gateway.pinned_max == 2 << 30
+    with pytest.raises(ConfigError, match="pinned_max: expected at most the disk tier's capacity"):
+        parse_config({"gateway": {"disk": {"capacity": "1GiB"}, "pinned_max": "2GiB"}}, "t.toml")
+    union = {"path": "/sales/", "ufs": ["hdfs://nn/sales", "s3://lake/sales"]}
+    (mount,) = parse_config({"mount": [union]}, "t.toml").mounts
+    assert (mount.path, mount.read_priority, mount.create_target) == ("/sales", ("hdfs", "s3"), "hdfs")
