@@ -147,7 +147,8 @@ def _key(
 ) -> Any:
     """A dataclass field read from ``key`` (dotted: in a sub-table) as ``kind``, and its default.
 
-    ``check`` sees every value, defaults included. A section is read into the dataclass of its
+    A plain :func:`dataclasses.field` whose metadata the reader and :func:`config_keys` go by;
+    without a default the key is required. ``check`` sees every value, defaults included. A section is read into the dataclass of its
     default, limited to ``keys`` if given; an array's tables into the dataclass ``of``. Secrets
     are kept out of ``repr``, so out of logs.
     """
