@@ -11,8 +11,8 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from metaproxy import sample_data
-from metaproxy.stack.launcher import Stack, StackError
+from metaproxy_devstack import sample_data
+from metaproxy_devstack.launcher import Stack, StackError
 
 QUERY = (
     "SELECT i.i_category, count(*) AS sales, sum(s.ss_ext_sales_price) AS revenue "

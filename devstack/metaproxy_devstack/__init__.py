@@ -28,7 +28,7 @@ file-system cache).
 
 With the WAN link (``metaproxy stack up --wan``), HDFS and the HMS are the on-prem side: the
 cloud side (Trino, the proxy, the gateway) reaches them only through the relays of
-:mod:`metaproxy.stack.wanlink` on 127.0.0.2, and the DataNode registers under that address so
+:mod:`metaproxy_devstack.wanlink` on 127.0.0.2, and the DataNode registers under that address so
 data crosses the link too. The top-level ``hms``, ``hdfs`` and ``webhdfs`` keys stay the
 on-prem side's own addresses (loading data does not cross the link).
 
@@ -36,6 +36,4 @@ Nothing here is needed in production: a real deployment points metaproxy at its 
 HDFS and S3.
 """
 
-from metaproxy.stack.launcher import STACK_DIR, Stack, endpoints_path, load_endpoints
-
-__all__ = ["STACK_DIR", "Stack", "endpoints_path", "load_endpoints"]
+__version__ = "0.1.0"

@@ -28,9 +28,9 @@ from typing import Any
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
-STACK_DIR = Path(os.environ.get("METAPROXY_STACK_DIR", ROOT / ".stack")).resolve()
-JAVA_POM = ROOT / "java" / "pom.xml"
+#: ``$METAPROXY_STACK_DIR``, else ``.stack`` under the current working directory
+STACK_DIR = Path(os.environ.get("METAPROXY_STACK_DIR") or Path.cwd() / ".stack").resolve()
+JAVA_POM = Path(__file__).resolve().parent / "java" / "pom.xml"
 HOST = "127.0.0.1"
 #: with the WAN link, the on-prem services are reached from the cloud side on this address,
 #: each through a relay of the link on the same port number
@@ -904,7 +904,7 @@ def _prepare_wan(st: Stack) -> tuple[list[str], dict[str, str]]:
     argv = [
         sys.executable,
         "-m",
-        "metaproxy.stack.wanlink",
+        "metaproxy_devstack.wanlink",
         "--rtt-ms",
         str(st.wan["rtt_ms"]),
         "--mbit",
