@@ -37,7 +37,8 @@ from typing import Any
 import requests
 
 from metaproxy_devstack import sample_data
-from metaproxy_devstack.launcher import TRINO_VERSION, Stack
+from metaproxy_devstack.common import TRINO_VERSION
+from metaproxy_devstack.launcher import Stack
 from metaproxy_devstack.wanlink import measure
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -106,7 +106,7 @@ def test_a_served_link_is_controlled_and_measured_through_its_echo_relay() -> No
     import time
     import urllib.request
 
-    from metaproxy_devstack.launcher import free_port
+    from metaproxy_devstack.procs import free_port
     from metaproxy_devstack.wanlink import measure
 
     srv, target = _upper_server()
