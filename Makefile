@@ -11,16 +11,18 @@ BIN := $(VENV)/bin
 
 .PHONY: setup demo test unit lint stop bench bench-setup bench-quick clean
 
-$(BIN)/.installed: pyproject.toml setup.py metaproxy/wire/_walk.c
+# metaproxy itself, and its development tooling (the local stack, the sample data, the demo)
+# from devstack/
+$(BIN)/.installed: pyproject.toml setup.py metaproxy/wire/_walk.c devstack/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]' -e ./devstack
 	touch $@
 
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/python -m metaproxy.demo
+	$(BIN)/python -m metaproxy_devstack.demo
 
 lint: setup
 	$(BIN)/ruff check .
@@ -33,11 +35,12 @@ test: lint
 unit: setup
 	$(BIN)/pytest -m unit
 
+# (devstack/ on the path too: a venv set up before the development package existed still stops)
 stop:
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m metaproxy.stack down; fi
+	@if [ -x $(BIN)/python ]; then PYTHONPATH=devstack $(BIN)/python -m metaproxy_devstack stack down; fi
 
 bench-setup: setup
-	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/pip install -q -e '.[test,bench]' -e ./devstack
 
 bench: bench-setup
 	$(BIN)/python bench/bench_proxy.py

@@ -41,8 +41,9 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from metaproxy.stack.launcher import Stack, free_port
 from metaproxy.ufs.webhdfs import WebHdfs
+from metaproxy_devstack.launcher import Stack
+from metaproxy_devstack.procs import free_port
 
 OUT = Path(__file__).resolve().parent / "out"
 MiB = 1024 * 1024

@@ -30,8 +30,8 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 
 from metaproxy.migrate.copier import Copier
-from metaproxy.stack.launcher import Stack
 from metaproxy.ufs.webhdfs import WebHdfs
+from metaproxy_devstack.launcher import Stack
 
 OUT = Path(__file__).resolve().parent / "out"
 MiB = 1024 * 1024

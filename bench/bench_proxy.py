@@ -23,7 +23,7 @@ from typing import Any
 from hive_metastore import ttypes as tt
 
 from metaproxy.hms import connect
-from metaproxy.stack.launcher import Stack
+from metaproxy_devstack.launcher import Stack
 
 OUT = Path(__file__).resolve().parent / "out"
 DB = "bench_proxy"

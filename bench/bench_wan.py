@@ -3,7 +3,7 @@ simulated wide-area link between them.
 
 The local stack starts with the link (``metaproxy stack up --wan``): HDFS's and the HMS's ports
 are reached from the cloud side only through relays that add the round-trip time and share one
-bandwidth limit per direction (see ``metaproxy/stack/wanlink.py``). Before measuring, the bench
+bandwidth limit per direction (see ``devstack/metaproxy_devstack/wanlink.py``). Before measuring, the bench
 checks the link really has the configured latency and bandwidth.
 
 At each scale, the sample star schema is loaded onto HDFS (``tpcds``) and the same files into
@@ -36,9 +36,10 @@ from typing import Any
 
 import requests
 
-from metaproxy import sample_data
-from metaproxy.stack.launcher import TRINO_VERSION, Stack
-from metaproxy.stack.wanlink import measure
+from metaproxy_devstack import sample_data
+from metaproxy_devstack.common import TRINO_VERSION
+from metaproxy_devstack.launcher import Stack
+from metaproxy_devstack.wanlink import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"

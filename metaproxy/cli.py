@@ -2,11 +2,14 @@
 
 Each sub-command group lives next to the code it drives and is registered here; this module
 only wires them together and turns :class:`~metaproxy.config.ConfigError` into a clean exit.
+Installed packages add command groups through the ``metaproxy.cli`` entry points (the
+development package adds ``stack`` and ``sample``).
 """
 
 from __future__ import annotations
 
 import sys
+from importlib.metadata import entry_points
 from typing import Any
 
 import click
@@ -256,51 +259,31 @@ def report(ctx: click.Context, url: str, as_json: bool) -> None:
     Console().print(table)
 
 
-@cli.group()
-def sample() -> None:
-    """The TPC-DS-shaped sample data set."""
-
-
-@sample.command("load")
-@click.option("--scale", default=1.0, show_default=True, help="Multiplies the fact rows and items.")
-@click.option("--partitions", default=120, show_default=True, help="store_sales partitions (days).")
-@click.option("--seed", default=20261124, show_default=True)
-def sample_load(scale: float, partitions: int, seed: int) -> None:
-    """Write the sample to HDFS and register it in the HMS of the local stack."""
-    from rich.progress import Progress
-
-    from metaproxy import sample_data
-    from metaproxy.stack import load_endpoints
-
-    ep = load_endpoints()
-    if not ep:
-        raise click.ClickException("no local stack is running: start it with `metaproxy stack up`")
-    with Progress() as bar:
-        task = bar.add_task("writing Parquet files to HDFS", total=None)
-        r = sample_data.load(
-            ep["hms"],
-            ep["hdfs"],
-            ep["webhdfs"],
-            scale=scale,
-            seed=seed,
-            partitions=partitions,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
-    click.echo(
-        f"loaded {r.database}: {r.tables}, {r.partitions} partitions, {r.files} files, "
-        f"{r.bytes / 1e6:.1f} MB in {r.seconds:.1f}s at {r.location}"
-    )
+#: the entry-point group through which other installed packages add commands: each entry point
+#: names a click command or group, added under the entry point's name (the development
+#: package metaproxy-devstack adds ``stack`` and ``sample``)
+COMMANDS_ENTRY_POINTS = "metaproxy.cli"
 
 
 def _register_groups() -> None:
     from metaproxy.cache.cli import cache
     from metaproxy.migrate.cli import migrate, policy
-    from metaproxy.stack.cli import stack
 
-    cli.add_command(stack)
     cli.add_command(cache)
     cli.add_command(policy)
     cli.add_command(migrate)
+    for ep in entry_points(group=COMMANDS_ENTRY_POINTS):
+        if ep.name in cli.commands:
+            continue  # an installed package does not replace metaproxy's own commands
+        try:
+            command = ep.load()
+        except Exception as e:
+            click.echo(f"metaproxy: cannot load the {ep.name!r} commands ({ep.value}): {e}", err=True)
+            continue
+        if isinstance(command, click.Command):
+            cli.add_command(command, ep.name)
+        else:
+            click.echo(f"metaproxy: {ep.value} is not a click command; {ep.name!r} left out", err=True)
 
 
 _register_groups()

@@ -18,8 +18,8 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[dict[str, Any]]:
-    """The running stack's endpoints (see metaproxy.stack)."""
-    from metaproxy.stack.launcher import Stack, StackError
+    """The running stack's endpoints (see metaproxy_devstack)."""
+    from metaproxy_devstack.launcher import Stack, StackError
 
     st = Stack()
     reused = st.is_running()
@@ -37,7 +37,7 @@ def stack() -> Iterator[dict[str, Any]]:
 @pytest.fixture(scope="session")
 def tpcds(stack: dict[str, Any]) -> dict[str, Any]:
     """The default sample data set, loaded once (kept if an identical one is already loaded)."""
-    from metaproxy import sample_data
+    from metaproxy_devstack import sample_data
 
     wanted = sample_data.sample_id(1.0, sample_data.DEFAULT_SEED, sample_data.DEFAULT_PARTITIONS)
     if sample_data.loaded_sample(stack["hms"]) != wanted:
@@ -48,7 +48,7 @@ def tpcds(stack: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def sample() -> Any:
     """The default sample, generated in memory (the same rows the tpcds fixture loads)."""
-    from metaproxy import sample_data
+    from metaproxy_devstack import sample_data
 
     return sample_data.generate()
 

@@ -21,9 +21,9 @@ from metaproxy.migrate.flips import load_flips
 from metaproxy.migrate.loop import Migrator
 from metaproxy.migrate.policy import add_policy, remove_policy
 from metaproxy.migrate.store import MigrationStore
-from metaproxy.sample_data import _storage, parquet_bytes
 from metaproxy.state import open_state
 from metaproxy.ufs.webhdfs import WebHdfs, hdfs_path
+from metaproxy_devstack.sample_data import _storage, parquet_bytes
 
 pytestmark = pytest.mark.integration
 

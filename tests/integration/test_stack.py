@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from metaproxy import sample_data
-from metaproxy.stack.launcher import endpoints_path, load_endpoints
 from metaproxy.ufs import UfsNotFound
 from metaproxy.ufs.webhdfs import WebHdfs
+from metaproxy_devstack import sample_data
+from metaproxy_devstack.launcher import endpoints_path, load_endpoints
 
 pytestmark = pytest.mark.integration
 

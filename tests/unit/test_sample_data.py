@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow.compute as pc
 import pytest
 
-from metaproxy import sample_data
+from metaproxy_devstack import sample_data
 
 pytestmark = pytest.mark.unit
 

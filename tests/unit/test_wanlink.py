@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from metaproxy.stack.wanlink import (
+from metaproxy_devstack.wanlink import (
     Direction,
     Link,
     LinkRunner,
@@ -99,15 +99,15 @@ def test_a_closed_target_closes_the_client_side() -> None:
 
 
 def test_a_served_link_is_controlled_and_measured_through_its_echo_relay() -> None:
-    """`python -m metaproxy.stack.wanlink --relay …` relays, reports and takes new settings."""
+    """`python -m metaproxy_devstack.wanlink --relay …` relays, reports and takes new settings."""
     import json
     import subprocess
     import sys
     import time
     import urllib.request
 
-    from metaproxy.stack.launcher import free_port
-    from metaproxy.stack.wanlink import measure
+    from metaproxy_devstack.procs import free_port
+    from metaproxy_devstack.wanlink import measure
 
     srv, target = _upper_server()
     control = free_port()
@@ -115,7 +115,7 @@ def test_a_served_link_is_controlled_and_measured_through_its_echo_relay() -> No
         [
             sys.executable,
             "-m",
-            "metaproxy.stack.wanlink",
+            "metaproxy_devstack.wanlink",
             "--rtt-ms",
             "20",
             "--mbit",

@@ -1,9 +1,18 @@
-"""The local stack: real HDFS, a real Hive Metastore, an S3 server and Trino, on loopback.
+"""metaproxy's development tooling. First of all the local stack: real HDFS, a real Hive
+Metastore, an S3 server and Trino, on loopback, with metaproxy's own proxy and gateway.
 
 metaproxy sits between these systems, so the demo, the integration tests and the benchmarks
-all need them running. This package installs (through ``java/pom.xml`` and Maven) and starts
-them on free loopback ports, checks each one is really ready, logs into ``.stack/logs/`` and
-stops each by its own pid. The running stack is described in ``.stack/endpoints.json``:
+all need them running. :mod:`metaproxy_devstack.launcher` installs them (through the Maven
+poms in this package's ``java/``) and starts them on free loopback ports, checks each one is
+really ready, logs into the stack directory's ``logs/`` and stops each by its own pid. The
+stack directory is ``$METAPROXY_STACK_DIR``, else ``.stack`` under the current working
+directory (see :mod:`metaproxy_devstack.common`).
+
+Commands: ``metaproxy stack up|down|status`` and ``metaproxy sample load`` (the ``metaproxy``
+command finds them through this package's ``metaproxy.cli`` entry points), or the same through
+``python -m metaproxy_devstack stack …``. ``make demo`` runs :mod:`metaproxy_devstack.demo`.
+
+The running stack is described in ``endpoints.json`` in the stack directory:
 
 ``hms``       ``thrift://127.0.0.1:PORT`` — the on-prem Hive Metastore
 ``hdfs``      ``hdfs://127.0.0.1:PORT``   — the NameNode RPC address
@@ -20,6 +29,8 @@ stops each by its own pid. The running stack is described in ``.stack/endpoints.
 ``wan``       only with ``stack up --wan``: the simulated link — ``rtt_ms``, ``mbit``, ``host``
               (127.0.0.2), ``control`` (GET/PUT the link's settings and byte counts), and the
               cloud side's addresses of the on-prem services: ``hms``, ``hdfs``, ``webhdfs``
+``pids``, ``ports`` — each component's process and each named port (for ``stack down``, reuse)
+``started_at``, ``start_seconds`` — when the stack started, and how long install and start took
 
 Trino has three Hive catalogs: ``direct`` (the HMS itself, reading HDFS itself — the baseline),
 ``onprem`` (through the proxy's ``cloud`` listener) and ``passthrough`` (through its
@@ -28,7 +39,7 @@ file-system cache).
 
 With the WAN link (``metaproxy stack up --wan``), HDFS and the HMS are the on-prem side: the
 cloud side (Trino, the proxy, the gateway) reaches them only through the relays of
-:mod:`metaproxy.stack.wanlink` on 127.0.0.2, and the DataNode registers under that address so
+:mod:`metaproxy_devstack.wanlink` on 127.0.0.2, and the DataNode registers under that address so
 data crosses the link too. The top-level ``hms``, ``hdfs`` and ``webhdfs`` keys stay the
 on-prem side's own addresses (loading data does not cross the link).
 
@@ -36,6 +47,4 @@ Nothing here is needed in production: a real deployment points metaproxy at its 
 HDFS and S3.
 """
 
-from metaproxy.stack.launcher import STACK_DIR, Stack, endpoints_path, load_endpoints
-
-__all__ = ["STACK_DIR", "Stack", "endpoints_path", "load_endpoints"]
+__version__ = "0.1.0"

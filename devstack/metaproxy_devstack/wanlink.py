@@ -11,7 +11,7 @@ and everything the cloud side sends or receives through the relays is
 :func:`measure` checks a link before a benchmark trusts it: the round trip of small messages
 and the throughput of a bulk transfer, through the relay, against an echo/sink server.
 
-    python -m metaproxy.stack.wanlink --rtt-ms 30 --mbit 200   # a link to an echo server, measured
+    python -m metaproxy_devstack.wanlink --rtt-ms 30 --mbit 200   # a link to an echo server, measured
 """
 
 from __future__ import annotations

@@ -1,0 +1,159 @@
+"""Trino 476 with the stack's Hive catalogs (see the package docstring for which is which)."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import requests
+
+from metaproxy_devstack.common import (
+    GATEWAY_ACCESS_KEY,
+    GATEWAY_SECRET_KEY,
+    HOST,
+    S3_ACCESS_KEY,
+    S3_REGION,
+    S3_SECRET_KEY,
+    TRINO_VERSION,
+)
+from metaproxy_devstack.components.hdfs import site_xml
+from metaproxy_devstack.procs import java_home
+
+if TYPE_CHECKING:
+    from metaproxy_devstack.launcher import Stack
+
+JVM_CONFIG = [
+    "-server",
+    "-Xmx2G",
+    "-XX:+UseG1GC",
+    "-XX:G1HeapRegionSize=32M",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-XX:-OmitStackTraceInFastThrow",
+    "-XX:ReservedCodeCacheSize=256M",
+    "-XX:PerMethodRecompilationCutoff=10000",
+    "-XX:PerBytecodeRecompilationCutoff=10000",
+    "-Djdk.attach.allowAttachSelf=true",
+    "-Djdk.nio.maxCachedBufferSize=2000000",
+    "-Dfile.encoding=UTF-8",
+    "-XX:+EnableDynamicAgentLoading",
+    "-DHADOOP_USER_NAME=hdfs",
+]
+
+
+def trino_catalog(hms_uri: str, st: Stack, extra: dict[str, str] | None = None) -> str:
+    """A Hive catalog that reads HDFS itself and S3 from the local S3 server."""
+    props = {
+        "connector.name": "hive",
+        "hive.metastore.uri": hms_uri,
+        "hive.metastore.thrift.client.read-timeout": "60s",
+        "fs.hadoop.enabled": "true",
+        "fs.native-s3.enabled": "true",
+        "s3.endpoint": f"http://{HOST}:{st.port('s3')}",
+        "s3.region": S3_REGION,
+        "s3.path-style-access": "true",
+        "s3.aws-access-key": S3_ACCESS_KEY,
+        "s3.aws-secret-key": S3_SECRET_KEY,
+        "hive.non-managed-table-writes-enabled": "true",
+        "hive.collect-column-statistics-on-write": "true",
+        "hive.partition-statistics-sample-size": "1000",
+        **(extra or {}),
+    }
+    return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+def _write_server_config(st: Stack, etc: Path) -> None:
+    port = st.port("trino")
+    (etc / "node.properties").write_text(
+        f"node.environment=metaproxy\nnode.id={uuid.uuid4()}\nnode.data-dir={st.data / 'trino'}\n"
+    )
+    (etc / "config.properties").write_text(
+        "coordinator=true\n"
+        "node-scheduler.include-coordinator=true\n"
+        f"http-server.http.port={port}\n"
+        f"discovery.uri=http://{HOST}:{port}\n"
+        "query.max-memory=1GB\n"
+        "query.max-memory-per-node=1GB\n"
+        "task.concurrency=2\n"
+    )
+    (etc / "jvm.config").write_text("\n".join(JVM_CONFIG) + "\n")
+    (etc / "log.properties").write_text("io.trino=INFO\n")
+
+
+def _write_direct_catalogs(st: Stack, etc: Path) -> None:
+    """``direct`` (the HMS and HDFS themselves); with the WAN link also ``direct_cache``."""
+    hms = f"thrift://{st.onprem_host}:{st.port('hms')}"
+    (etc / "catalog" / "direct.properties").write_text(trino_catalog(hms, st))
+    if st.wan is None:
+        return
+    # across the link, HDFS clients connect to the DataNode by its name (the link's address)
+    hdfs_site = etc / "hdfs-site.xml"
+    hdfs_site.write_text(site_xml({"dfs.client.use.datanode.hostname": "true"}))
+    wan = {"hive.config.resources": str(hdfs_site)}
+    (etc / "catalog" / "direct.properties").write_text(trino_catalog(hms, st, wan))
+    # the peer to compare with: Trino's own file-system cache on local disk
+    cache = {
+        **wan,
+        "fs.cache.enabled": "true",
+        "fs.cache.directories": str(st.data / "trino-fs-cache"),
+        "fs.cache.max-sizes": "16GB",
+    }
+    (etc / "catalog" / "direct_cache.properties").write_text(trino_catalog(hms, st, cache))
+
+
+def _write_metaproxy_catalogs(st: Stack, etc: Path) -> None:
+    """Through metaproxy: ``onprem`` with the cloud profile (its gateway bucket goes to the cache
+    gateway through an S3 security mapping), ``passthrough`` rewriting nothing.
+    """
+    mapping = etc / "onprem-s3-mapping.json"
+    gateway = {
+        "prefix": "s3://metaproxy/",
+        "endpoint": f"http://{HOST}:{st.port('gateway')}",
+        "region": S3_REGION,
+        "accessKey": GATEWAY_ACCESS_KEY,
+        "secretKey": GATEWAY_SECRET_KEY,
+    }
+    mapping.write_text(json.dumps({"mappings": [gateway, {"useClusterDefault": True}]}, indent=2))
+    (etc / "catalog" / "onprem.properties").write_text(
+        trino_catalog(
+            f"thrift://{HOST}:{st.port('proxy')}",
+            st,
+            {"s3.security-mapping.enabled": "true", "s3.security-mapping.config-file": str(mapping)},
+        )
+    )
+    (etc / "catalog" / "passthrough.properties").write_text(
+        trino_catalog(f"thrift://{HOST}:{st.port('proxy_passthrough')}", st)
+    )
+
+
+def prepare_trino(st: Stack) -> tuple[list[str], dict[str, str]]:
+    home = st.lib / "trino" / f"trino-server-{TRINO_VERSION}"
+    etc = st.conf / "trino"
+    (etc / "catalog").mkdir(parents=True, exist_ok=True)
+    _write_server_config(st, etc)
+    _write_direct_catalogs(st, etc)
+    _write_metaproxy_catalogs(st, etc)
+    jh = java_home(24)
+    argv = [
+        str(home / "bin" / "launcher"),
+        "run",
+        f"--etc-dir={etc}",
+        f"--data-dir={st.data / 'trino'}",
+        f"--server-log-file={st.logs / 'trino-server.log'}",
+    ]
+    return argv, {
+        "JAVA_HOME": jh,
+        "PATH": f"{jh}/bin:{os.environ.get('PATH', '')}",
+        "HADOOP_USER_NAME": "hdfs",
+    }
+
+
+def trino_ready(st: Stack) -> bool:
+    try:
+        r = requests.get(f"http://{HOST}:{st.port('trino')}/v1/info", timeout=2)
+        return r.status_code == 200 and r.json().get("starting") is False
+    except (requests.RequestException, ValueError):
+        return False

@@ -1,0 +1,273 @@
+"""Start, check and stop the components of the local stack (see the package docstring).
+
+Each component is a row of :data:`COMPONENTS`: how to write its config and the command that
+runs it (``prepare``), a readiness check that proves it works (``ready``: a WebHDFS round trip,
+a Thrift call, an S3 bucket listing, Trino's ``/v1/info`` saying it has started — an open port
+is not enough), and the components it waits for (``after``). The functions of each row live in
+:mod:`metaproxy_devstack.components`; processes and ports in :mod:`metaproxy_devstack.procs`,
+installing the Java parts in :mod:`metaproxy_devstack.install`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from metaproxy_devstack.common import (
+    GATEWAY_ACCESS_KEY,
+    GATEWAY_SECRET_KEY,
+    HOST,
+    S3_ACCESS_KEY,
+    S3_REGION,
+    S3_SECRET_KEY,
+    WAN_HOST,
+    StackError,
+    endpoints_path,
+    load_endpoints,
+    stack_dir,
+)
+from metaproxy_devstack.components.hdfs import (
+    datanode_ready,
+    namenode_ready,
+    prepare_datanode,
+    prepare_namenode,
+)
+from metaproxy_devstack.components.hms import hms_ready, prepare_hms
+from metaproxy_devstack.components.s3 import prepare_s3, s3_ready
+from metaproxy_devstack.components.services import gateway_ready, prepare_gateway, prepare_proxy, proxy_ready
+from metaproxy_devstack.components.trino import prepare_trino, trino_ready
+from metaproxy_devstack.components.wan import prepare_wan, wan_ready
+from metaproxy_devstack.install import install_java
+from metaproxy_devstack.procs import free_port, log_tail, pid_alive, spawn, stop_group
+
+__all__ = ["COMPONENTS", "Component", "Stack", "StackError", "endpoints_path", "load_endpoints", "stack_dir"]
+
+
+@dataclass
+class Component:
+    """One process of the stack."""
+
+    name: str
+    #: writes config files, returns (argv, env)
+    prepare: Callable[[Stack], tuple[list[str], dict[str, str]]]
+    #: True once the component really works
+    ready: Callable[[Stack], bool]
+    timeout_s: float = 180.0
+    #: the components that must be ready before this one starts (when they are started at all)
+    after: tuple[str, ...] = ()
+
+
+@dataclass
+class Stack:
+    """The local stack: ports, directories and processes."""
+
+    #: ``$METAPROXY_STACK_DIR``, else ``.stack`` under the current working directory
+    dir: Path = field(default_factory=stack_dir)
+    ports: dict[str, int] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+    #: the simulated WAN link between the cloud side and the on-prem side, e.g.
+    #: ``{"rtt_ms": 30, "mbit": 200}``; None: no link (the default stack)
+    wan: dict[str, float] | None = None
+
+    @property
+    def onprem_host(self) -> str:
+        """The address the cloud side (Trino, proxy, gateway) uses for HDFS and the HMS."""
+        return WAN_HOST if self.wan is not None else HOST
+
+    def components(self) -> list[Component]:
+        return [c for c in COMPONENTS if c.name != "wan" or self.wan is not None]
+
+    # -- paths ----------------------------------------------------------------------------
+
+    @property
+    def lib(self) -> Path:
+        return self.dir / "lib"
+
+    @property
+    def logs(self) -> Path:
+        return self.dir / "logs"
+
+    @property
+    def data(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def conf(self) -> Path:
+        return self.dir / "conf"
+
+    def port(self, name: str) -> int:
+        if name not in self.ports:
+            self.ports[name] = free_port()
+        return self.ports[name]
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    def endpoints(self) -> dict[str, Any]:
+        ep: dict[str, Any] = {
+            "hms": f"thrift://{HOST}:{self.port('hms')}",
+            "hdfs": f"hdfs://{HOST}:{self.port('hdfs_rpc')}",
+            "webhdfs": f"http://{HOST}:{self.port('hdfs_http')}",
+            "s3": f"http://{HOST}:{self.port('s3')}",
+            "trino": f"http://{HOST}:{self.port('trino')}",
+            "proxy": f"thrift://{HOST}:{self.port('proxy')}",
+            "proxy_onprem": f"thrift://{HOST}:{self.port('proxy_onprem')}",
+            "proxy_passthrough": f"thrift://{HOST}:{self.port('proxy_passthrough')}",
+            "admin": f"http://{HOST}:{self.port('proxy_admin')}",
+            "gateway": f"http://{HOST}:{self.port('gateway')}",
+            "gateway_admin": f"http://{HOST}:{self.port('gateway_admin')}",
+            "config": str(self.conf / "metaproxy.toml"),
+            "s3_access_key": S3_ACCESS_KEY,
+            "s3_secret_key": S3_SECRET_KEY,
+            "s3_region": S3_REGION,
+            "gateway_access_key": GATEWAY_ACCESS_KEY,
+            "gateway_secret_key": GATEWAY_SECRET_KEY,
+            "pids": dict(self.pids),
+            "ports": dict(self.ports),
+            "started_at": time.time(),
+        }
+        if self.wan is not None:
+            h = WAN_HOST
+            ep["wan"] = {
+                **self.wan,
+                "host": h,
+                "control": f"http://{HOST}:{self.port('wan_control')}/link",
+                "hms": f"thrift://{h}:{self.port('hms')}",
+                "hdfs": f"hdfs://{h}:{self.port('hdfs_rpc')}",
+                "webhdfs": f"http://{h}:{self.port('hdfs_http')}",
+            }
+        return ep
+
+    def _adopt(self, ep: dict[str, Any]) -> None:
+        """Take the ports and pids of the stack described by ``ep``."""
+        self.ports = dict(ep.get("ports", {}))
+        self.pids = {k: int(v) for k, v in ep.get("pids", {}).items()}
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def is_running(self) -> bool:
+        """True if a stack described by endpoints.json is up and every component answers."""
+        ep = load_endpoints(self.dir)
+        if not ep:
+            return False
+        if ("wan" in ep) != (self.wan is not None):
+            return False  # the running stack has (or lacks) the WAN link: not the one wanted
+        self._adopt(ep)
+        if any(c.name not in self.pids for c in self.components()):
+            return False  # started by an older version of this launcher, or partially
+        if not all(pid_alive(p) for p in self.pids.values()):
+            return False
+        return all(c.ready(self) for c in self.components())
+
+    def up(self, components: list[str] | None = None) -> dict[str, Any]:
+        """Start the stack, or reuse the running one. Returns the endpoints."""
+        if self.is_running():
+            print("stack: already running, reusing it", flush=True)
+            ep = load_endpoints(self.dir)
+            assert ep is not None
+            return ep
+        self.down(quiet=True)
+        t0 = time.monotonic()
+        install_java(self.dir)
+        t_install = time.monotonic() - t0
+        for d in (self.logs, self.data, self.conf, self.dir / "pids"):
+            d.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start([c for c in self.components() if components is None or c.name in components])
+        except BaseException:
+            self.down(quiet=True)
+            raise
+        ep = self.endpoints()
+        ep["start_seconds"] = {"install": round(t_install, 1), "total": round(time.monotonic() - t0, 1)}
+        path = endpoints_path(self.dir)
+        path.write_text(json.dumps(ep, indent=2, sort_keys=True))
+        print(f"stack: up in {time.monotonic() - t0:.1f}s — {path}", flush=True)
+        return ep
+
+    def _start(self, wanted: list[Component]) -> None:
+        """Start each component once those it comes ``after`` are ready; wait until all are."""
+        names = {c.name for c in wanted}
+        started: dict[str, float] = {}
+        pending = list(wanted)
+        ready: set[str] = set()
+        while pending or len(ready) < len(started):
+            for comp in list(pending):
+                if all(dep in ready or dep not in names for dep in comp.after):
+                    self._spawn(comp)
+                    started[comp.name] = time.monotonic()
+                    pending.remove(comp)
+            for comp in wanted:
+                if comp.name in started and comp.name not in ready and self._ready(comp, started[comp.name]):
+                    ready.add(comp.name)
+            time.sleep(0.5)
+
+    def _ready(self, comp: Component, since: float) -> bool:
+        """True once ``comp`` (started at ``since``) is ready; StackError when it exited or is late."""
+        if comp.ready(self):
+            print(f"stack: {comp.name} ready in {time.monotonic() - since:.1f}s", flush=True)
+            return True
+        log = self._log(comp.name)
+        if not pid_alive(self.pids[comp.name]):
+            raise StackError(f"{comp.name} exited during start; see {log}" + log_tail(log))
+        if time.monotonic() - since > comp.timeout_s:
+            raise StackError(f"{comp.name} not ready after {comp.timeout_s:.0f}s; see {log}" + log_tail(log))
+        return False
+
+    def _log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def _spawn(self, comp: Component) -> None:
+        argv, env = comp.prepare(self)
+        pid = spawn(argv, env, self._log(comp.name), cwd=self.dir)
+        self.pids[comp.name] = pid
+        (self.dir / "pids" / f"{comp.name}.pid").write_text(str(pid))
+
+    def down(self, quiet: bool = False) -> None:
+        """Stop every component by its pid (SIGTERM, then SIGKILL), newest first."""
+        pid_dir = self.dir / "pids"
+        pids: dict[str, int] = {}
+        if pid_dir.is_dir():
+            for f in pid_dir.glob("*.pid"):
+                try:
+                    pids[f.stem] = int(f.read_text().strip())
+                except (ValueError, OSError):
+                    continue
+        for name in dict.fromkeys([c.name for c in reversed(COMPONENTS)] + sorted(pids)):
+            if name not in pids:
+                continue
+            if stop_group(pids[name]) and not quiet:
+                print(f"stack: stopped {name} (pid {pids[name]})", flush=True)
+            (pid_dir / f"{name}.pid").unlink(missing_ok=True)
+        endpoints_path(self.dir).unlink(missing_ok=True)
+        self.pids.clear()
+        # a stopped stack's data is not reused: the next start formats HDFS and the HMS afresh
+        shutil.rmtree(self.data, ignore_errors=True)
+
+    def status(self) -> dict[str, bool]:
+        ep = load_endpoints(self.dir) or {}
+        self._adopt(ep)
+        if "wan" in ep:
+            self.wan = {k: ep["wan"][k] for k in ("rtt_ms", "mbit")}
+        out = {}
+        for c in self.components():
+            pid = self.pids.get(c.name)
+            out[c.name] = bool(pid and pid_alive(pid) and c.ready(self))
+        return out
+
+
+#: the stack, one row per component: what prepares it, what proves it ready, what it waits for
+COMPONENTS: list[Component] = [
+    # only with the WAN link (Stack.wan); components after it wait for it only then
+    Component("wan", prepare_wan, wan_ready, timeout_s=30),
+    Component("namenode", prepare_namenode, namenode_ready, timeout_s=120),
+    Component("s3", prepare_s3, s3_ready, timeout_s=60),
+    Component("trino", prepare_trino, trino_ready, timeout_s=300),
+    Component("datanode", prepare_datanode, datanode_ready, timeout_s=120, after=("namenode",)),
+    Component("hms", prepare_hms, hms_ready, timeout_s=180, after=("datanode", "s3")),
+    Component("proxy", prepare_proxy, proxy_ready, timeout_s=60, after=("hms", "wan")),
+    Component("gateway", prepare_gateway, gateway_ready, timeout_s=60, after=("datanode", "wan")),
+]
