@@ -458,6 +458,6 @@ def load(
             hms.drop_database(database, False, True)
         with contextlib.suppress(UfsNotFound):
             fs.delete(base_path, recursive=True)
-        _write(files, lambda path, body: fs.create(path, body), progress)
+        _write(files, lambda path, body: fs.write(path, body), progress)
         _register(hms, database, location, data, sample_id(scale, seed, partitions))
     return _result(database, location, data, files, t0)
