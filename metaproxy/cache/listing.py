@@ -18,6 +18,7 @@ from xml.sax.saxutils import escape
 from metaproxy.cache import s3api
 
 MAX_KEYS = 1000
+_FROM_URLSAFE = str.maketrans("-_", "+/")
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,9 @@ class ListQuery:
         """The key the page starts after: the token's, else ``start-after``."""
         if not self.token:
             return self.start_after
-        try:
-            return base64.urlsafe_b64decode(self.token.encode()).decode()
+        try:  # strictly: a token this gateway did not hand out is refused, not misread
+            raw = base64.b64decode(self.token.translate(_FROM_URLSAFE), validate=True)
+            return raw.decode()
         except (ValueError, binascii.Error, UnicodeDecodeError):
             raise s3api.InvalidArgument("bad continuation token") from None
 

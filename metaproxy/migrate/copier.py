@@ -24,7 +24,7 @@ from metaproxy.ufs.s3 import S3Ufs, Upload
 
 
 class SourceChanged(UfsError):
-    """The source file's length changed while it was being copied."""
+    """The source file changed (shorter, or gone) while it was being copied."""
 
 
 def _b64(digest: bytes) -> str:
@@ -45,7 +45,10 @@ class Copier:
         self.pool.shutdown(wait=False)
 
     def _read(self, source: str, offset: int, n: int, what: str) -> bytes:
-        data = self.source.read(source, offset, n) if n else b""
+        try:
+            data = self.source.read(source, offset, n) if n else b""
+        except UfsNotFound as e:  # the source, not the target, is gone: a new attempt
+            raise SourceChanged(f"{source}: the file is gone ({e})") from e
         if len(data) != n:
             raise SourceChanged(f"{source}: {what} short ({len(data)} of {n} bytes)")
         return data

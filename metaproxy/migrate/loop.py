@@ -37,6 +37,8 @@ from metaproxy.uri import scheme_of
 log = logging.getLogger("metaproxy.migrate")
 
 MAX_BACKOFF_S = 600.0
+#: new attempts one pass may start for a unit whose source changes under each copy
+MAX_ATTEMPTS_PER_PASS = 3
 HELD_WITHOUT_WRITE_BACK = (
     "REMOVE held: the on-prem HMS still names the HDFS copy, which clients reading the HMS directly "
     "use; set [migrate] write_back_to_hms = true to give them the S3 location first"
@@ -163,10 +165,13 @@ class Migrator:
                 resume = UnitState.QUALIFIED  # the target moved since: a new attempt goes there
             unit = self.store.set_state(unit.id, resume, "retry", resume_state=None)
         try:
+            attempts = unit.attempt
             while True:
                 done, unit = self._advance(unit, expr)
                 if done:
                     return unit.state
+                if unit.attempt - attempts > MAX_ATTEMPTS_PER_PASS:
+                    return unit.state  # a source that keeps changing: the next pass tries again
         except Exception as e:
             failures = unit.failures + 1
             delay = min(MAX_BACKOFF_S, 2.0**failures)
@@ -288,7 +293,7 @@ class Migrator:
         todo = [f for f in self.store.files(unit.id, unit.attempt) if f.state != FileState.VERIFIED]
         with ThreadPoolExecutor(self.config.migrate.parallelism, thread_name_prefix="migrate-file") as pool:
             outcomes = [fut.exception() for fut in [pool.submit(one, f) for f in todo]]
-        changed = [e for e in outcomes if isinstance(e, SourceChanged | UfsNotFound)]
+        changed = [e for e in outcomes if isinstance(e, SourceChanged)]
         if changed:
             raise _Changed(str(changed[0]))
         failed = [e for e in outcomes if e is not None]

@@ -24,6 +24,8 @@ from metaproxy.sample_data import _storage, parquet_bytes
 from metaproxy.state import open_state
 from metaproxy.state.units import MigrationStore
 from metaproxy.state.units import load_flips as stored_flips
+from metaproxy.ufs import UfsNotFound
+from metaproxy.ufs.s3 import S3Ufs
 from metaproxy.ufs.webhdfs import WebHdfs, hdfs_path
 
 pytestmark = pytest.mark.integration
@@ -365,22 +367,30 @@ def test_copier_multipart_verify_and_a_changed_source(stack: dict[str, Any], s3_
     s3_client.create_bucket(Bucket=bucket)
     data = os.urandom(11 * 1024 * 1024 + 17)
     fs.write(f"{root}/big.bin", data)
-    copier = Copier(fs, s3_client, 5 * 1024 * 1024, 2)
+    copier = Copier(fs, S3Ufs(config_for(stack, bucket).s3), 5 * 1024 * 1024, 2)
+    dest = f"s3://{bucket}/big.bin"
     try:
-        sha = copier.copy(f"{stack['hdfs']}{root}/big.bin", len(data), bucket, "big.bin")
+        sha = copier.copy(f"{stack['hdfs']}{root}/big.bin", len(data), dest)
         assert sha == hashlib.sha256(data).hexdigest()
         assert s3_client.get_object(Bucket=bucket, Key="big.bin")["Body"].read() == data
-        assert copier.verify(bucket, "big.bin", len(data), sha) == ""
+        assert copier.verify(dest, len(data), sha) == ""
         # a copy that is not the source's bytes never verifies, whatever its length
         s3_client.put_object(Bucket=bucket, Key="big.bin", Body=bytes(len(data)))
-        assert "differs" in copier.verify(bucket, "big.bin", len(data), sha)
-        assert "missing" in copier.verify(bucket, "nothing.bin", len(data), sha)
+        assert "differs" in copier.verify(dest, len(data), sha)
+        assert "missing" in copier.verify(f"s3://{bucket}/nothing.bin", len(data), sha)
         # a source shorter than recorded is a changed source, and no upload is left behind
         with pytest.raises(SourceChanged):
-            copier.copy(f"{stack['hdfs']}{root}/big.bin", len(data) + 5 * 1024 * 1024, bucket, "grown.bin")
+            copier.copy(
+                f"{stack['hdfs']}{root}/big.bin", len(data) + 5 * 1024 * 1024, f"s3://{bucket}/grown.bin"
+            )
         assert not s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+        # so is a source that is gone; a target bucket that is gone is not
+        with pytest.raises(SourceChanged, match="gone"):
+            copier.copy(f"{stack['hdfs']}{root}/gone.bin", 10, f"s3://{bucket}/gone.bin")
+        with pytest.raises(UfsNotFound, match="NoSuchBucket"):
+            copier.copy(f"{stack['hdfs']}{root}/big.bin", len(data), f"s3://no-{bucket}/big.bin")
     finally:
-        copier.pool.shutdown()
+        copier.close()
         fs.delete(root, recursive=True)
 
 
