@@ -159,7 +159,7 @@ def run_scale(
     stack: dict[str, Any], link: Link, scale: float, rounds: int, rtt_ms: float, mbit: float
 ) -> dict[str, Any]:
     from metaproxy.config import load_config
-    from metaproxy.ufs.s3 import s3_client
+    from metaproxy.ufs.s3 import S3Ufs
 
     run = trino_runner(stack)
     wan = stack["wan"]
@@ -167,7 +167,7 @@ def run_scale(
     link.set(0, 0)
     gateway_free(stack, "/tpcds")
     hdfs = sample_data.load(stack["hms"], wan["hdfs"], stack["webhdfs"], scale=scale)
-    s3 = s3_client(load_config(stack["config"]).s3)  # the stack's S3 server, as its services reach it
+    s3 = S3Ufs(load_config(stack["config"]).s3)  # the stack's S3 server, as its services reach it
     sample_data.load_to_s3(stack["hms"], s3, "bench-local", scale=scale, database="tpcds_s3")
     link.set(rtt_ms, mbit)
     print(

@@ -16,6 +16,7 @@ import click
 
 from metaproxy import __version__
 from metaproxy.config import ConfigError
+from metaproxy.console import emit_json, json_option, show, table
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,11 +53,12 @@ def mount() -> None:
 
 
 def _open_state_and_config(ctx: click.Context) -> tuple[Any, Any]:
+    """The config and the state DB (closed when the command ends)."""
     from metaproxy.config import load_config
     from metaproxy.state import open_state
 
     cfg = load_config(ctx.obj["config_path"])
-    return cfg, open_state(cfg.state_path)
+    return cfg, ctx.with_resource(open_state(cfg.state_path))
 
 
 @mount.command("add")
@@ -87,25 +89,38 @@ def mount_add(
 
 
 @mount.command("list")
+@json_option
 @click.pass_context
-def mount_list(ctx: click.Context) -> None:
+def mount_list(ctx: click.Context, as_json: bool) -> None:
     """List mounts (from the config file and the state DB)."""
-    from rich.console import Console
-    from rich.table import Table
-
     from metaproxy.mounts import load_mount_table
 
     cfg, db = _open_state_and_config(ctx)
-    table = Table("path", "ufs", "read priority", "create target", "declared in")
-    for m in load_mount_table(cfg, db):
-        table.add_row(
+    mounts = list(load_mount_table(cfg, db))
+    if as_json:
+        emit_json(
+            [
+                {
+                    "path": m.path,
+                    "ufs": list(m.ufs),
+                    "read_priority": list(m.read_priority),
+                    "create_target": m.create_target,
+                    "declared_in": cfg.source if m.source == "config" else "state",
+                }
+                for m in mounts
+            ]
+        )
+        return
+    t = table("path", "ufs", "read priority", "create target", "declared in")
+    for m in mounts:
+        t.add_row(
             m.path,
             "\n".join(m.ufs),
             ",".join(m.read_priority),
             m.create_target,
             cfg.source if m.source == "config" else "state DB",
         )
-    Console().print(table)
+    show(t)
 
 
 @mount.command("remove")
@@ -146,26 +161,7 @@ def serve(ctx: click.Context) -> None:
     proxy = MetastoreProxy(cfg)
     proxy.start()
 
-    def health() -> dict[str, Any]:
-        from metaproxy.thrift_server import Upstream
-
-        up = Upstream(cfg.metastore.uris, cfg.metastore.connect_timeout_s, 5.0)
-        try:
-            up.connect()
-            upstream, ok = up.uri, True
-        except Exception as e:
-            upstream, ok = str(e), False
-        finally:
-            up.reset()
-        return {
-            "ok": ok,
-            "upstream": upstream,
-            "listeners": [f"{h}:{p} {prof}" for h, p, prof in proxy.addresses],
-            "mounts": [m.path for m in proxy.state.mounts],
-            "rules_version": proxy.state.version,
-        }
-
-    admin = AdminServer(cfg.proxy.admin_host, cfg.proxy.admin_port, health)
+    admin = AdminServer(cfg.proxy.admin_host, cfg.proxy.admin_port, proxy.health)
     admin.start()
     click.echo(f"admin endpoint on http://{cfg.proxy.admin_host}:{admin.port}/health", err=True)
     stop = threading.Event()
@@ -184,7 +180,7 @@ def gateway_cmd(ctx: click.Context) -> None:
     import signal
     import threading
 
-    from metaproxy.cache.gateway import GatewayServer
+    from metaproxy.cache.server import GatewayServer
     from metaproxy.config import load_config
 
     cfg = load_config(ctx.obj["config_path"])
@@ -205,15 +201,11 @@ def gateway_cmd(ctx: click.Context) -> None:
 
 @cli.command("report")
 @click.option("--url", default="", help="The gateway's admin URL (default: from the config file).")
-@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+@json_option
 @click.pass_context
 def report(ctx: click.Context, url: str, as_json: bool) -> None:
     """What the cache holds and serves: tiers, hit ratio, bytes per UFS and per mount."""
-    import json as jsonlib
-
     import requests
-    from rich.console import Console
-    from rich.table import Table
 
     from metaproxy.config import load_config
 
@@ -227,36 +219,36 @@ def report(ctx: click.Context, url: str, as_json: bool) -> None:
         raise click.ClickException(f"cannot reach the gateway's admin endpoint at {url}: {e}") from None
     rep = r.json()
     if as_json:
-        click.echo(jsonlib.dumps(rep, indent=2, sort_keys=True))
+        emit_json(rep)
         return
 
     def mib(n: int) -> str:
         return f"{n / 2**20:,.1f} MiB"
 
     t = rep["tiers"]
-    table = Table("figure", "value", title="metaproxy cache report")
-    table.add_row(
+    out = table("figure", "value", title="metaproxy cache report")
+    out.add_row(
         "memory tier", f"{mib(t['memory_used'])} of {mib(t['memory_capacity'])} ({t['memory_blocks']} blocks)"
     )
-    table.add_row(
+    out.add_row(
         "disk tier", f"{mib(t['disk_used'])} of {mib(t['disk_capacity'])} ({t['disk_blocks']} blocks)"
     )
-    table.add_row("pinned", f"{mib(t['pinned_bytes'])} in {t['pinned_files']} file versions")
-    table.add_row("hit ratio", f"{rep['hit_ratio']:.1%} ({rep['hit_ratio_definition']})")
-    table.add_row(
+    out.add_row("pinned", f"{mib(t['pinned_bytes'])} in {t['pinned_files']} file versions")
+    out.add_row("hit ratio", f"{rep['hit_ratio']:.1%} ({rep['hit_ratio_definition']})")
+    out.add_row(
         "served from memory / disk", f"{mib(rep['bytes_from_memory'])} / {mib(rep['bytes_from_disk'])}"
     )
     for ufs, n in sorted(rep["bytes_read_per_ufs"].items()):
-        table.add_row(f"read from UFS {ufs}", mib(n))
+        out.add_row(f"read from UFS {ufs}", mib(n))
     for mount, n in sorted(rep["bytes_served_per_mount"].items()):
-        table.add_row(f"served for mount {mount}", mib(n))
-    table.add_row("evictions memory / disk", f"{rep['evictions_memory']} / {rep['evictions_disk']}")
-    table.add_row("disk errors / corrupt blocks", f"{rep['disk_errors']} / {rep['corrupt_blocks']}")
+        out.add_row(f"served for mount {mount}", mib(n))
+    out.add_row("evictions memory / disk", f"{rep['evictions_memory']} / {rep['evictions_disk']}")
+    out.add_row("disk errors / corrupt blocks", f"{rep['disk_errors']} / {rep['corrupt_blocks']}")
     for path in rep.get("pins", []):
-        table.add_row("pinned path", f"/{path}")
+        out.add_row("pinned path", f"/{path}")
     for path, ttl in rep.get("ttls", {}).items():
-        table.add_row("TTL", f"/{path}: {ttl:g}s")
-    Console().print(table)
+        out.add_row("TTL", f"/{path}: {ttl:g}s")
+    show(out)
 
 
 #: the entry-point group through which other installed packages add commands: each entry point

@@ -1,4 +1,4 @@
-"""Mounts: logical paths bound to a UFS (or a union of several), and URI normalisation.
+"""Mounts: logical paths bound to a UFS (or a union of several).
 
 A mount such as ``/tpcds → hdfs://nn:8020/warehouse/tpcds`` is the unit of everything
 metaproxy does to locations: the proxy rewrites locations under a mount, the gateway serves
@@ -8,85 +8,24 @@ This module knows URIs and prefixes only — no sockets, no Thrift, no cache. It
 path escape its mount: :meth:`MountTable.resolve_key` refuses ``..``, ``.``, empty segments,
 backslashes and control characters before any UFS is asked for anything.
 
-Normalisation (applied to both the mount prefix and a location before they are compared):
-scheme and host lower-cased, ``s3a``/``s3n`` treated as ``s3``, the default port of the
-scheme dropped (``hdfs``: 8020), percent-escapes of unreserved characters decoded and other
-escapes upper-cased (RFC 3986 §6.2.2), repeated slashes folded, no trailing slash. Only the
-*prefix* is normalised for matching; the rest of a location is carried over byte for byte, so
-paths with spaces, ``%``, ``=`` or non-ASCII characters survive a round trip unchanged.
+Locations are matched to mount members by :class:`metaproxy.uri.PrefixMatcher` (normalised
+prefix, longest first; the rest of a location carried over byte for byte).
 """
 
 from __future__ import annotations
 
-import json
 import re
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-import sqlite_utils
-
 from metaproxy.config import Config, MountConfig
-
-DEFAULT_PORTS = {"hdfs": 8020, "webhdfs": 9870, "http": 80, "https": 443}
-SCHEME_ALIASES = {"s3a": "s3", "s3n": "s3"}
-
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_PCT_RE = re.compile(r"%([0-9A-Fa-f]{2})")
-_URI_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)$", re.DOTALL)
-_SLASHES_RE = re.compile(r"/{2,}")
+from metaproxy.state import StateDB
+from metaproxy.state.mounts import MountRow, delete_mount, insert_mount, stored_mounts
+from metaproxy.uri import SCHEME_ALIASES, PrefixMatcher, normalize_uri, scheme_of, split_uri
 
 
 class MountError(ValueError):
     """A mount definition is invalid, or a mount operation cannot be done."""
-
-
-def _normalize_escapes(path: str) -> str:
-    def fix(m: re.Match[str]) -> str:
-        ch = chr(int(m.group(1), 16))
-        return ch if ch in _UNRESERVED else "%" + m.group(1).upper()
-
-    return _PCT_RE.sub(fix, path)
-
-
-def split_uri(uri: str) -> tuple[str, str, str] | None:
-    """``(scheme, authority, path)`` of a ``scheme://authority/path`` URI, normalised; or None."""
-    m = _URI_RE.match(uri.strip())
-    if not m:
-        return None
-    scheme = m.group(1).lower()
-    scheme = SCHEME_ALIASES.get(scheme, scheme)
-    authority = m.group(2)
-    userinfo, _, hostport = authority.rpartition("@")
-    host, sep, port = hostport.partition(":")
-    if sep and port.isdigit() and DEFAULT_PORTS.get(scheme) == int(port):
-        sep, port = "", ""
-    if scheme == "s3":
-        # bucket names are case-sensitive in path style but S3 forbids upper case anyway
-        authority = host + (sep + port)
-    else:
-        authority = (userinfo + "@" if userinfo else "") + host.lower() + sep + port
-    path = _SLASHES_RE.sub("/", _normalize_escapes(m.group(3))) or "/"
-    return scheme, authority, path
-
-
-def normalize_uri(uri: str) -> str:
-    """The canonical form of a UFS URI used for matching (see the module docstring).
-
-    A string that is not ``scheme://authority/path`` is returned stripped but otherwise as is.
-    """
-    parts = split_uri(uri)
-    if parts is None:
-        return uri.strip()
-    scheme, authority, path = parts
-    if len(path) > 1:
-        path = path.rstrip("/")
-    return f"{scheme}://{authority}{path}" if path != "/" else f"{scheme}://{authority}"
-
-
-def scheme_of(uri: str) -> str:
-    parts = split_uri(uri)
-    return parts[0] if parts else ""
 
 
 @dataclass(frozen=True)
@@ -181,27 +120,8 @@ class MountTable:
         paths = [m.path for m in self.mounts]
         if len(set(paths)) != len(paths):
             raise MountError("two mounts with the same path")
-        # every member prefix, longest first: first match wins
-        self._by_prefix: list[tuple[tuple[str, str, tuple[str, ...]], str, Mount]] = sorted(
-            ((_prefix_key(u), u, m) for m in self.mounts for u in m.ufs),
-            key=lambda entry: len(entry[0][2]),
-            reverse=True,
-        )
+        self._members: PrefixMatcher[Mount] = PrefixMatcher((u, m) for m in self.mounts for u in m.ufs)
         self._by_name: list[Mount] = sorted(self.mounts, key=lambda m: len(m.name), reverse=True)
-        # fast path: locations spelled exactly like a configured prefix need no normalisation.
-        # It is exact only if every prefix on one file system is spelled the same way up to its
-        # path (else a longer prefix could match in another spelling), so it is off otherwise.
-        self._raw: list[tuple[str, Mount]] = sorted(
-            ((u, m) for m in self.mounts for u in m.ufs), key=lambda um: len(um[0]), reverse=True
-        )
-        spellings: dict[tuple[str, str], set[str]] = {}
-        for u, _ in self._raw:
-            key = _prefix_key(u)
-            spellings.setdefault(key[:2], set()).add(
-                u.split("://", 1)[0] + "://" + u.split("://", 1)[1].split("/", 1)[0]
-            )
-        if any(len(v) > 1 for v in spellings.values()):
-            self._raw = []
 
     def __len__(self) -> int:
         return len(self.mounts)
@@ -216,30 +136,10 @@ class MountTable:
     def match_ufs(self, location: str) -> UfsMatch | None:
         """The mount member a UFS location lies under (longest prefix), or None.
 
-        Scheme and authority are compared normalised, the path segment by segment with escapes
-        normalised; the returned ``rest`` keeps the caller's own bytes for every segment.
+        The returned ``rest`` keeps the caller's own bytes for every segment.
         """
-        for prefix, mount in self._raw:
-            if location.startswith(prefix):
-                n = len(prefix)
-                if len(location) == n or location[n] == "/":
-                    rest = location[n:].strip("/")
-                    if "//" not in rest and "?" not in rest:
-                        return UfsMatch(mount, prefix, rest)
-                break  # same spelling but not at a segment boundary: let the full match decide
-        m = _URI_RE.match(location.strip())
-        if m is None:
-            return None
-        parts = split_uri(location)
-        assert parts is not None
-        scheme, authority, _ = parts
-        raw_segments = [s for s in m.group(3).split("?", 1)[0].split("/") if s]
-        norm_segments = [_normalize_escapes(s) for s in raw_segments]
-        for (p_scheme, p_authority, p_segments), prefix, mount in self._by_prefix:
-            k = len(p_segments)
-            if p_scheme == scheme and p_authority == authority and tuple(norm_segments[:k]) == p_segments:
-                return UfsMatch(mount, prefix, "/".join(raw_segments[k:]))
-        return None
+        hit = self._members.match(location)
+        return None if hit is None else UfsMatch(hit.value, hit.prefix, hit.rest)
 
     def gateway_key(self, location: str) -> str | None:
         """The gateway object key (``<mount name>/<rest>``) serving a UFS location, or None."""
@@ -267,12 +167,6 @@ class MountTable:
         return f"{prefix}/{rest}" if rest else prefix
 
 
-def _prefix_key(prefix: str) -> tuple[str, str, tuple[str, ...]]:
-    parts = split_uri(prefix)
-    assert parts is not None, prefix
-    return parts[0], parts[1], tuple(s for s in parts[2].split("/") if s)
-
-
 _BAD_KEY_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
@@ -288,47 +182,23 @@ def key_is_safe(key: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# persistence: mounts added with `metaproxy mount add` live in the state DB
-
-MOUNTS_TABLE = "mounts"
+# mounts added with `metaproxy mount add` live in the state DB
 
 
-def _ensure_table(db: sqlite_utils.Database) -> None:
-    if MOUNTS_TABLE not in db.table_names():
-        db[MOUNTS_TABLE].create(  # type: ignore[union-attr]
-            {"path": str, "ufs": str, "read_priority": str, "create_target": str, "created_at": float},
-            pk="path",
-            if_not_exists=True,
-        )
+def _from_row(row: MountRow) -> Mount:
+    return make_mount(row.path, row.ufs, row.read_priority, row.create_target, "state")
 
 
-def stored_mounts(db: sqlite_utils.Database) -> list[Mount]:
-    """Mounts added at run time (``metaproxy mount add``)."""
-    _ensure_table(db)
-    out = []
-    for row in db[MOUNTS_TABLE].rows:
-        out.append(
-            make_mount(
-                row["path"],
-                json.loads(row["ufs"]),
-                json.loads(row["read_priority"]),
-                row["create_target"],
-                "state",
-            )
-        )
-    return out
-
-
-def load_mount_table(cfg: Config, db: sqlite_utils.Database | None) -> MountTable:
+def load_mount_table(cfg: Config, db: StateDB | None) -> MountTable:
     """Mounts from the config file plus those stored in the state DB."""
     mounts = [Mount.from_config(m) for m in cfg.mounts]
     if db is not None:
         known = {m.path for m in mounts}
-        mounts.extend(m for m in stored_mounts(db) if m.path not in known)
+        mounts.extend(m for m in map(_from_row, stored_mounts(db)) if m.path not in known)
     return MountTable(mounts)
 
 
-def add_mount(cfg: Config, db: sqlite_utils.Database, mount: Mount) -> None:
+def add_mount(cfg: Config, db: StateDB, mount: Mount) -> None:
     """Store a new mount; refuses a path that exists or a prefix another mount already serves."""
     table = load_mount_table(cfg, db)
     if table.get(mount.path):
@@ -338,30 +208,16 @@ def add_mount(cfg: Config, db: sqlite_utils.Database, mount: Mount) -> None:
             for v in other.ufs:
                 if normalize_uri(u) == normalize_uri(v):
                     raise MountError(f"{u} is already mounted at {other.path}")
-    _ensure_table(db)
-    db[MOUNTS_TABLE].insert(  # type: ignore[union-attr]
-        {
-            "path": mount.path,
-            "ufs": json.dumps(list(mount.ufs)),
-            "read_priority": json.dumps(list(mount.read_priority)),
-            "create_target": mount.create_target,
-            "created_at": time.time(),
-        }
-    )
+    insert_mount(db, MountRow(mount.path, mount.ufs, mount.read_priority, mount.create_target))
 
 
-def remove_mount(cfg: Config, db: sqlite_utils.Database, path: str) -> Mount:
+def remove_mount(cfg: Config, db: StateDB, path: str) -> Mount:
     """Remove a stored mount. Mounts declared in the config file are removed there."""
     p = "/" + path.strip("/")
     for mc in cfg.mounts:
         if mc.path == p:
             raise MountError(f"mount {p} is declared in {cfg.source}; remove it there")
-    _ensure_table(db)
-    rows = list(db[MOUNTS_TABLE].rows_where("path = ?", [p]))
-    if not rows:
+    row = delete_mount(db, p)
+    if row is None:
         raise MountError(f"no mount at {p}")
-    db[MOUNTS_TABLE].delete(p)  # type: ignore[union-attr]
-    row = rows[0]
-    return make_mount(
-        row["path"], json.loads(row["ufs"]), json.loads(row["read_priority"]), row["create_target"]
-    )
+    return _from_row(row)

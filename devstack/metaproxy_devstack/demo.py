@@ -203,15 +203,13 @@ def _migration_config(ep: dict[str, Any]) -> Any:
     import tomllib
 
     from metaproxy.config import parse_config
-    from metaproxy.ufs.s3 import s3_client
+    from metaproxy.ufs.s3 import S3Ufs
+    from metaproxy.uri import bucket_and_key
 
     raw = tomllib.loads(Path(ep["config"]).read_text())
     raw["migrate"] = {**raw.get("migrate", {}), "grace_period": "0s", "write_back_to_hms": True}
     config = parse_config(raw, ep["config"])
-    s3 = s3_client(config.s3)
-    bucket = config.migrate.target.split("://", 1)[1].split("/", 1)[0]
-    if bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
-        s3.create_bucket(Bucket=bucket)
+    S3Ufs(config.s3).ensure_bucket(bucket_and_key(config.migrate.target)[0])
     return config
 
 
@@ -219,9 +217,8 @@ def _add_policy(console: Console, config: Any, schema: str) -> None:
     from metaproxy.migrate.policy import add_policy
     from metaproxy.state import open_state
 
-    db = open_state(config.state_path)
-    add_policy(db, schema, f"/tpcds/{schema}/store_sales", DEMO_POLICY)
-    db.conn.close()
+    with open_state(config.state_path) as db:
+        add_policy(db, schema, f"/tpcds/{schema}/store_sales", DEMO_POLICY)
     say(console, f'  metaproxy policy add /tpcds/{schema}/store_sales "{DEMO_POLICY}"')
 
 

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from metaproxy.ufs import UfsNotFound
+from metaproxy.ufs.s3 import S3Ufs
 from metaproxy.ufs.webhdfs import WebHdfs
 
 DATABASE = "tpcds"
@@ -394,7 +395,7 @@ def _register(hms: Any, database: str, location: str, data: SampleData, sample: 
 
 def load_to_s3(
     hms_uri: str,
-    s3: Any,
+    s3: S3Ufs,
     bucket: str,
     scale: float = 1.0,
     seed: int = DEFAULT_SEED,
@@ -402,10 +403,8 @@ def load_to_s3(
     database: str = DATABASE,
     progress: Callable[[int, int], None] | None = None,
 ) -> LoadResult:
-    """The same sample in an S3 bucket (``s3://bucket/database/…``), registered as ``database``.
-
-    ``s3`` is a boto3 S3 client; the bucket is created when missing and the old copy replaced.
-    """
+    """The same sample in an S3 bucket (``s3://bucket/database/…``), registered as ``database``;
+    the bucket is created when missing and an old copy replaced."""
     from hive_metastore.ttypes import NoSuchObjectException
 
     from metaproxy.hms import connect
@@ -413,19 +412,12 @@ def load_to_s3(
     t0 = time.monotonic()
     data = generate(scale, seed, partitions)
     files = _files(data, database)
-    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou, s3.exceptions.BucketAlreadyExists):
-        s3.create_bucket(Bucket=bucket)
+    s3.ensure_bucket(bucket)
     with connect(hms_uri) as hms:
         with contextlib.suppress(NoSuchObjectException):
             hms.drop_database(database, False, True)
-        old = [
-            {"Key": o["Key"]}
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{database}/")
-            for o in page.get("Contents", [])
-        ]
-        for i in range(0, len(old), 1000):
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": old[i : i + 1000]})
-        _write(files, lambda key, body: s3.put_object(Bucket=bucket, Key=key, Body=body), progress)
+        s3.delete_prefix(f"s3://{bucket}/{database}")
+        _write(files, lambda key, body: s3.write(f"s3://{bucket}/{key}", body), progress)
         _register(hms, database, f"s3://{bucket}/{database}", data, sample_id(scale, seed, partitions))
     return _result(database, f"s3://{bucket}/{database}", data, files, t0)
 
@@ -458,6 +450,6 @@ def load(
             hms.drop_database(database, False, True)
         with contextlib.suppress(UfsNotFound):
             fs.delete(base_path, recursive=True)
-        _write(files, lambda path, body: fs.create(path, body), progress)
+        _write(files, lambda path, body: fs.write(path, body), progress)
         _register(hms, database, location, data, sample_id(scale, seed, partitions))
     return _result(database, location, data, files, t0)

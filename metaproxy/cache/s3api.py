@@ -1,7 +1,9 @@
-"""The S3 wire protocol as the gateway speaks it: SigV4 checks, ranges, XML errors and listings.
+"""The S3 wire protocol as the gateway speaks it: SigV4 checks, ranges, dates, ETags and
+errors that carry their wire code.
 
 Pure functions over strings and dicts — no sockets — so every rule here is unit-tested on its
-own: the HTTP server (:mod:`metaproxy.cache.gateway`) only wires them to requests.
+own: the routes (:mod:`metaproxy.cache.routes`) only wire them to requests, and listings are
+paged in :mod:`metaproxy.cache.listing`.
 """
 
 from __future__ import annotations
@@ -278,49 +280,3 @@ def etag(path: str, length: int, mtime_ms: int) -> str:
     return (
         '"' + hashlib.md5(f"{path}\0{length}\0{mtime_ms}".encode(), usedforsecurity=False).hexdigest() + '"'
     )
-
-
-@dataclass(frozen=True)
-class ListEntry:
-    key: str
-    length: int
-    mtime_ms: int
-    etag: str
-
-
-def list_objects_v2_xml(
-    bucket: str,
-    prefix: str,
-    delimiter: str,
-    max_keys: int,
-    contents: list[ListEntry],
-    common_prefixes: list[str],
-    truncated: bool,
-    next_token: str,
-    continuation_token: str,
-    start_after: str,
-    encoding_url: bool,
-) -> bytes:
-    def enc(s: str) -> str:
-        return escape(quote(s, safe="/") if encoding_url else s)
-
-    parts = [
-        '<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
-        f"<Name>{escape(bucket)}</Name><Prefix>{enc(prefix)}</Prefix>",
-        f"<KeyCount>{len(contents) + len(common_prefixes)}</KeyCount><MaxKeys>{max_keys}</MaxKeys>",
-        f"<Delimiter>{enc(delimiter)}</Delimiter>" if delimiter else "",
-        f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>",
-        f"<ContinuationToken>{escape(continuation_token)}</ContinuationToken>" if continuation_token else "",
-        f"<NextContinuationToken>{escape(next_token)}</NextContinuationToken>" if truncated else "",
-        f"<StartAfter>{enc(start_after)}</StartAfter>" if start_after else "",
-        "<EncodingType>url</EncodingType>" if encoding_url else "",
-    ]
-    for c in contents:
-        parts.append(
-            f"<Contents><Key>{enc(c.key)}</Key><LastModified>{iso_date(c.mtime_ms)}</LastModified>"
-            f"<ETag>{escape(c.etag)}</ETag><Size>{c.length}</Size><StorageClass>STANDARD</StorageClass></Contents>"
-        )
-    for p in common_prefixes:
-        parts.append(f"<CommonPrefixes><Prefix>{enc(p)}</Prefix></CommonPrefixes>")
-    parts.append("</ListBucketResult>")
-    return "".join(parts).encode()

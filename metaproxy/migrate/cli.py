@@ -1,13 +1,15 @@
-"""``metaproxy policy``: add, list and remove migration policies (kept in the state DB)."""
+"""``metaproxy policy`` (add, list, remove, status) and ``metaproxy migrate`` (once, run)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
 import click
 
 from metaproxy.config import load_config
+from metaproxy.console import emit_json, json_option, show, table
 from metaproxy.migrate.policy import PolicyError, add_policy, list_policies, remove_policy
 from metaproxy.state import open_state
 
@@ -17,7 +19,7 @@ from metaproxy.state import open_state
 def policy(ctx: click.Context) -> None:
     """Migration policies, e.g. ufsMigrate(olderThan(1m), UFS[hdfs]:REMOVE, UFS[s3]:STORE)."""
     cfg = load_config(ctx.obj["config_path"])
-    ctx.obj["db"] = open_state(cfg.state_path)
+    ctx.obj["db"] = ctx.with_resource(open_state(cfg.state_path))
 
 
 @policy.command("add")
@@ -38,20 +40,21 @@ def add(ctx: click.Context, path: str, expr: str, name: str) -> None:
 
 
 @policy.command("list")
+@json_option
 @click.pass_context
-def list_cmd(ctx: click.Context) -> None:
+def list_cmd(ctx: click.Context, as_json: bool) -> None:
     """The policies, one per line."""
-    from rich.console import Console
-    from rich.table import Table
-
     rows = list_policies(ctx.obj["db"])
+    if as_json:
+        emit_json([dataclasses.asdict(r) for r in rows])
+        return
     if not rows:
         click.echo("no policies")
         return
-    table = Table("name", "path", "policy")
+    t = table("name", "path", "policy", "enabled")
     for r in rows:
-        table.add_row(r["name"], r["path"], r["expr"])
-    Console().print(table)
+        t.add_row(r.name, r.path, r.expr, "yes" if r.enabled else "no")
+    show(t)
 
 
 @policy.command("remove")
@@ -68,36 +71,32 @@ def remove(ctx: click.Context, name: str) -> None:
 
 @policy.command("status")
 @click.argument("name", required=False)
+@json_option
 @click.pass_context
-def status(ctx: click.Context, name: str | None) -> None:
+def status(ctx: click.Context, name: str | None, as_json: bool) -> None:
     """Units per state (qualified, copying, verified, flipped, removed, failed, skipped), bytes
     and the last error, per policy."""
-    from rich.console import Console
-    from rich.table import Table
-
     from metaproxy.migrate.loop import policy_status
-    from metaproxy.migrate.store import MigrationStore
+    from metaproxy.state.units import MigrationStore
 
-    cfg = load_config(ctx.obj["config_path"])
-    store = MigrationStore(cfg.state_path)
-    try:
-        report = policy_status(store, name)
-    finally:
-        store.close()
+    report = policy_status(MigrationStore(ctx.obj["db"]), name)
+    if as_json:
+        emit_json(report)
+        return
     if not report:
         click.echo("no units yet" + (f" for policy {name}" if name else ""))
         return
-    table = Table("policy", "units", "states", "copied / total", "last error")
+    t = table("policy", "units", "states", "copied / total", "last error")
     for pname, p in sorted(report.items()):
         states = ", ".join(f"{k} {v}" for k, v in sorted(p["states"].items()))
-        table.add_row(
+        t.add_row(
             pname,
             str(p["units"]),
             states,
             f"{p['copied_bytes'] / 2**20:,.1f} / {p['bytes'] / 2**20:,.1f} MiB",
             p["last_error"],
         )
-    Console().print(table)
+    show(t)
 
 
 @click.group("migrate")
@@ -112,13 +111,13 @@ def once(ctx: click.Context, only: str | None) -> None:
     """One pass over the policies: discover units, copy, verify, flip, remove."""
     import os
 
+    from rich.progress import Progress
+
     from metaproxy.migrate.loop import Migrator, crash_hook
 
     m = Migrator(load_config(ctx.obj["config_path"]))
     if os.environ.get("METAPROXY_CRASH_AT"):
         m.before_step = crash_hook(os.environ["METAPROXY_CRASH_AT"])
-    from rich.progress import Progress
-
     try:
         with Progress(transient=False) as bar:
             tasks: dict[str, Any] = {}

@@ -1,9 +1,10 @@
 """The migration loop: find units under each policy's path, and drive each one through
-copy → verify → flip → (grace period) → remove, with every intent in SQLite first.
+copy → verify → flip → (grace period) → remove, with every intent in the state DB first.
 
 A *unit* is an unpartitioned table or one partition, found through the on-prem HMS (the
 loop only reads it). Units move independently; one that fails records its error and is
-retried with exponential backoff, without touching anything already migrated.
+retried with exponential backoff, from the state it failed in, without touching anything
+already migrated.
 
 ``Migrator.run_once()`` is one pass over every policy (what the APScheduler job calls, and
 what tests call); ``Migrator.serve()`` schedules one job per policy.
@@ -15,24 +16,29 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from metaproxy.config import Config
+from metaproxy.migrate import catalog
 from metaproxy.migrate.copier import Copier, SourceChanged
-from metaproxy.migrate.policy import PolicyExpr, ensure_tables, list_policies, parse_policy
-from metaproxy.migrate.store import MigrationStore
-from metaproxy.mounts import MountTable, load_mount_table, scheme_of
+from metaproxy.migrate.policy import PolicyExpr, list_policies, parse_policy
+from metaproxy.mounts import MountTable, load_mount_table
 from metaproxy.state import open_state
-from metaproxy.ufs import FileStatus, UfsNotFound
-from metaproxy.ufs.s3 import s3_client
-from metaproxy.ufs.webhdfs import WebHdfs, hdfs_path
+from metaproxy.state.cache import last_read
+from metaproxy.state.policies import PolicyRow
+from metaproxy.state.units import UNDER_WAY, FileState, MigrationStore, Unit, UnitFile, UnitState
+from metaproxy.ufs import FileStatus, UfsNotFound, UfsSet
+from metaproxy.uri import scheme_of
 
 log = logging.getLogger("metaproxy.migrate")
 
 MAX_BACKOFF_S = 600.0
+#: new attempts one pass may start for a unit whose source changes under each copy
+MAX_ATTEMPTS_PER_PASS = 3
 HELD_WITHOUT_WRITE_BACK = (
     "REMOVE held: the on-prem HMS still names the HDFS copy, which clients reading the HMS directly "
     "use; set [migrate] write_back_to_hms = true to give them the S3 location first"
@@ -50,15 +56,7 @@ class PassReport:
         self.counts[state] = self.counts.get(state, 0) + 1
 
 
-@dataclass(frozen=True)
-class UnitRef:
-    db: str
-    table: str
-    part: str
-    location: str
-
-
-def crash_hook(spec: str) -> Any:
+def crash_hook(spec: str) -> Callable[[str], None]:
     """A ``before_step`` hook that kills this process (SIGKILL) at a step: ``"copy:3"`` — the
     third ``copy``; ``"any:5"`` — the fifth step of any kind. For crash tests
     (``METAPROXY_CRASH_AT``)."""
@@ -79,15 +77,19 @@ def crash_hook(spec: str) -> Any:
     return hook
 
 
+class _Changed(Exception):  # noqa: N818 - a state
+    """The source changed under the copy: the unit goes back for a new attempt."""
+
+
 class Migrator:
     def __init__(self, config: Config, hms_uri: str | None = None) -> None:
         self.config = config
         self.hms_uri = hms_uri or config.metastore.uris[0]
-        self.store = MigrationStore(config.state_path)
-        self.webhdfs = WebHdfs(config.hdfs.webhdfs, config.hdfs.user, config.hdfs.timeout_s)
-        self.s3 = s3_client(config.s3)
+        self.db = open_state(config.state_path)
+        self.store = MigrationStore(self.db)
+        self.ufs = UfsSet(config.hdfs, config.s3)
         m = config.migrate
-        self.copier = Copier(self.webhdfs, self.s3, m.part_size, m.parallelism)
+        self.copier = Copier(self.ufs, self.ufs.s3, m.part_size, m.parallelism)
         self.target = m.target.rstrip("/")
         #: the proxy must have served the flip before a source goes: never less than two of its
         #: refresh intervals, whatever [migrate] grace_period says
@@ -95,78 +97,23 @@ class Migrator:
         self._mounts: MountTable | None = None
         self._pass_lock = threading.Lock()
         #: test hook: called with the name of each step just before it is taken
-        self.before_step: Any = None
+        self.before_step: Callable[[str], None] | None = None
 
     def close(self) -> None:
-        self.copier.pool.shutdown(wait=False)
-        self.store.close()
+        self.copier.close()
+        self.db.close()
 
     # -- policies and units ---------------------------------------------------------------
 
-    def policies(self) -> list[tuple[dict[str, Any], PolicyExpr]]:
-        db = open_state(self.config.state_path)
-        try:
-            ensure_tables(db)
-            return [(p, parse_policy(p["expr"])) for p in list_policies(db) if p["enabled"]]
-        finally:
-            db.conn.close()
+    def policies(self) -> list[tuple[PolicyRow, PolicyExpr]]:
+        return [(p, parse_policy(p.expr)) for p in list_policies(self.db) if p.enabled]
 
     def mounts(self) -> MountTable:
-        db = open_state(self.config.state_path)
-        try:
-            return load_mount_table(self.config, db)
-        finally:
-            db.conn.close()
-
-    def discover(self, path: str, mounts: MountTable) -> list[UnitRef]:
-        """Units whose location lies under the logical ``path``, read from the on-prem HMS."""
-        from hive_metastore import ttypes
-
-        from metaproxy.hms import connect
-
-        want = path.strip("/")
-        out: list[UnitRef] = []
-
-        def logical(location: str) -> str | None:
-            key = mounts.gateway_key(location)
-            return key
-
-        def under(key: str) -> bool:
-            return key == want or key.startswith(want + "/")
-
-        with connect(self.hms_uri, self.config.metastore.call_timeout_s) as c:
-            for dbname in c.get_all_databases():
-                names = c.get_all_tables(dbname)
-                for i in range(0, len(names), 100):
-                    req = ttypes.GetTablesRequest(dbName=dbname, tblNames=names[i : i + 100])
-                    for t in c.get_table_objects_by_name_req(req).tables:
-                        loc = t.sd.location if t.sd else ""
-                        key = logical(loc) if loc else None
-                        if key is None:
-                            continue
-                        if not t.partitionKeys:
-                            if under(key):
-                                out.append(UnitRef(dbname, t.tableName, "", loc))
-                            continue
-                        if not (under(key) or want.startswith(key + "/")):
-                            continue
-                        for p in c.get_partitions(dbname, t.tableName, -1):
-                            ploc = p.sd.location
-                            pkey = logical(ploc)
-                            if pkey is not None and under(pkey):
-                                name = "/".join(
-                                    f"{k.name}={v}" for k, v in zip(t.partitionKeys, p.values, strict=True)
-                                )
-                                out.append(UnitRef(dbname, t.tableName, name, ploc))
-        return out
+        return load_mount_table(self.config, self.db)
 
     def source_files(self, location: str) -> list[FileStatus]:
-        base = hdfs_path(location).rstrip("/")
-        try:
-            files = self.webhdfs.walk_files(base)
-        except UfsNotFound:
-            return []
-        return [FileStatus(f.path[len(base) + 1 :], f.length, f.mtime_ms) for f in files]
+        """The unit's files, paths relative to its location (none if it is gone)."""
+        return self.ufs.list_files(location)
 
     # -- one pass ---------------------------------------------------------------------------
 
@@ -181,32 +128,26 @@ class Migrator:
         mounts = self._mounts = self.mounts()
         self.cleanup_stale()
         for row, expr in self.policies():
-            if only and row["name"] != only:
+            if only and row.name != only:
                 continue
             try:
-                refs = self.discover(row["path"], mounts)
+                refs = catalog.discover(self.hms_uri, self.config.metastore.call_timeout_s, row.path, mounts)
             except Exception as e:
-                msg = f"policy {row['name']}: cannot list units through the HMS: {e}"
+                msg = f"policy {row.name}: cannot list units through the HMS: {e}"
                 log.warning(msg)
                 report.errors.append(msg)
                 continue
             driven: set[int] = set()
             refs = [r for r in refs if scheme_of(r.location) == "hdfs"]  # only HDFS units move
             for i, ref in enumerate(refs, start=1):
-                unit = self.store.upsert_unit(row["name"], ref.db, ref.table, ref.part, ref.location)
-                driven.add(unit["id"])
+                unit = self.store.upsert_unit(row.name, ref.db, ref.table, ref.part, ref.location)
+                driven.add(unit.id)
                 report.add(self.drive(unit, expr))
                 if progress is not None:
-                    progress(row["name"], i, len(refs))
+                    progress(row.name, i, len(refs))
             # units under way whose HMS location no longer shows them (written back to S3)
-            for unit in self.store.units(row["name"]):
-                if unit["id"] not in driven and unit["state"] in (
-                    "copying",
-                    "verified",
-                    "flipped",
-                    "removing",
-                    "failed",
-                ):
+            for unit in self.store.units(row.name):
+                if unit.id not in driven and unit.state in UNDER_WAY:
                     report.add(self.drive(unit, expr))
         return report
 
@@ -214,97 +155,100 @@ class Migrator:
         if self.before_step is not None:
             self.before_step(name)
 
-    def drive(self, unit: dict[str, Any], expr: PolicyExpr) -> str:
+    def drive(self, unit: Unit, expr: PolicyExpr) -> str:
         """Move one unit as far as it can go now; returns the state it ends in."""
-        uid = unit["id"]
-        if unit["state"] == "failed":
-            if time.time() < unit["next_try"]:
-                return "failed"
-            resume = unit["last_error"].split("|", 1)[0] or "qualified"
-            if resume == "copying" and not unit["dest"].startswith(self.target + "/"):
-                resume = "qualified"  # the target moved since: a new attempt goes there
-            self.store.set_state(uid, resume, "retry")
-            unit = self.store.unit(uid)
+        if unit.state == UnitState.FAILED:
+            if time.time() < unit.next_try:
+                return UnitState.FAILED
+            resume = unit.resume_state or UnitState.QUALIFIED
+            if resume == UnitState.COPYING and not unit.dest.startswith(self.target + "/"):
+                resume = UnitState.QUALIFIED  # the target moved since: a new attempt goes there
+            unit = self.store.set_state(unit.id, resume, "retry", resume_state=None)
         try:
+            attempts = unit.attempt
             while True:
-                state = unit["state"]
-                if state in ("qualified", "skipped"):
-                    files = self.source_files(unit["source"])
-                    why = self.unmet(expr, files, self.last_read(unit["source"]))
-                    if why:
-                        if state != "skipped" or unit["last_error"] != why:
-                            self.store.set_state(uid, "skipped", last_error=why)
-                        return "skipped"
-                    self._step("start_attempt")
-                    unit = self.store.start_attempt(
-                        uid, self._dest_for, [(f.path, f.length, f.mtime_ms) for f in files]
-                    )
-                elif state == "copying":
-                    if not self.copy_unit(unit):
-                        unit = self.store.unit(uid)  # the source changed: a new attempt
-                        continue
-                    self._step("verified")
-                    self.store.set_state(uid, "verified", last_error="")
-                    unit = self.store.unit(uid)
-                elif state == "verified":
-                    self._step("flip")
-                    self.store.flip(uid, unit["source"], unit["dest"])
-                    unit = self.store.unit(uid)
-                elif state == "flipped":
-                    if self.config.migrate.write_back_to_hms and not unit["written_back"]:
-                        self._step("write_back")
-                        self.write_back(unit)
-                        self.store.mark_written_back(uid, unit["dest"])
-                        unit = self.store.unit(uid)
-                    if scheme_of(unit["source"]) not in expr.remove:
-                        return "flipped"
-                    if not unit["written_back"]:
-                        # clients that read the on-prem HMS directly would be left with
-                        # locations whose files are gone: the source stays
-                        self.store.note(uid, HELD_WITHOUT_WRITE_BACK)
-                        return "flipped"
-                    if time.time() - float(unit["flipped_at"]) < self.grace_s:
-                        return "flipped"
-                    problem = self.check_copy(unit)
-                    if problem:
-                        raise RuntimeError(f"not removing the source: {problem}")
-                    self._step("removing")
-                    self.store.set_state(uid, "removing", last_error="")
-                    unit = self.store.unit(uid)
-                elif state == "removing":
-                    self.remove_source(unit)
-                    self._step("removed")
-                    self.store.set_state(uid, "removed", removed_at=time.time())
-                    return "removed"
-                else:
-                    return str(state)
+                done, unit = self._advance(unit, expr)
+                if done:
+                    return unit.state
+                if unit.attempt - attempts > MAX_ATTEMPTS_PER_PASS:
+                    return unit.state  # a source that keeps changing: the next pass tries again
         except Exception as e:
-            failures = int(unit["failures"]) + 1
+            failures = unit.failures + 1
             delay = min(MAX_BACKOFF_S, 2.0**failures)
-            resume = self.store.unit(uid)["state"]
+            resume = self.store.unit(unit.id).state
             msg = f"{type(e).__name__}: {e}"
-            log.warning("unit %s (%s): %s; retrying in %.0fs", uid, unit["source"], msg, delay)
+            log.warning("unit %s (%s): %s; retrying in %.0fs", unit.id, unit.source, msg, delay)
             self.store.set_state(
-                uid, "failed", last_error=f"{resume}|{msg}", failures=failures, next_try=time.time() + delay
+                unit.id,
+                UnitState.FAILED,
+                last_error=msg,
+                resume_state=resume,
+                failures=failures,
+                next_try=time.time() + delay,
             )
-            return "failed"
+            return UnitState.FAILED
+
+    def _advance(self, unit: Unit, expr: PolicyExpr) -> tuple[bool, Unit]:
+        """Take the next step of a unit: (whether it stops here for now, the unit after it)."""
+        uid, state = unit.id, unit.state
+        if state in (UnitState.QUALIFIED, UnitState.SKIPPED):
+            files = self.source_files(unit.source)
+            why = self.unmet(expr, files, self.last_read(unit.source))
+            if why:
+                if state != UnitState.SKIPPED or unit.last_error != why:
+                    unit = self.store.set_state(uid, UnitState.SKIPPED, last_error=why)
+                return True, unit
+            self._step("start_attempt")
+            return False, self.store.start_attempt(
+                uid, self._dest_for, [(f.path, f.length, f.mtime_ms) for f in files]
+            )
+        if state == UnitState.COPYING:
+            try:
+                self.copy_unit(unit)
+            except _Changed as e:
+                return False, self.store.set_state(
+                    uid, UnitState.QUALIFIED, "source-changed", last_error=str(e)
+                )
+            self._step("verified")
+            return False, self.store.set_state(uid, UnitState.VERIFIED, last_error="")
+        if state == UnitState.VERIFIED:
+            self._step("flip")
+            return False, self.store.flip(uid, unit.source, unit.dest)
+        if state == UnitState.FLIPPED:
+            return self._after_flip(unit, expr)
+        if state == UnitState.REMOVING:
+            self.remove_source(unit)
+            self._step("removed")
+            return True, self.store.set_state(uid, UnitState.REMOVED, removed_at=time.time())
+        return True, unit
+
+    def _after_flip(self, unit: Unit, expr: PolicyExpr) -> tuple[bool, Unit]:
+        """Write back (if configured), then remove the source once that is safe."""
+        if self.config.migrate.write_back_to_hms and not unit.written_back:
+            self._step("write_back")
+            catalog.write_back(self.hms_uri, self.config.metastore.call_timeout_s, unit)
+            unit = self.store.mark_written_back(unit.id, unit.dest)
+        if scheme_of(unit.source) not in expr.remove:
+            return True, unit
+        if not unit.written_back:
+            # clients that read the on-prem HMS directly would be left with locations whose
+            # files are gone: the source stays
+            self.store.note(unit.id, HELD_WITHOUT_WRITE_BACK)
+            return True, self.store.unit(unit.id)
+        if unit.flipped_at is None or time.time() - unit.flipped_at < self.grace_s:
+            return True, unit
+        problem = self.check_copy(unit)
+        if problem:
+            raise RuntimeError(f"not removing the source: {problem}")
+        self._step("removing")
+        return False, self.store.set_state(unit.id, UnitState.REMOVING, last_error="")
 
     def last_read(self, source: str) -> float | None:
         """When the gateway last served a file of this unit (None: never recorded)."""
         if self._mounts is None:
             self._mounts = self.mounts()
         key = self._mounts.gateway_key(source)
-        if key is None:
-            return None
-        try:
-            found = self.store.query(
-                "SELECT max(last_read) AS t FROM reads WHERE key = ? OR substr(key, 1, ?) = ?",
-                [key, len(key) + 1, key + "/"],
-            )
-            row = found[0] if found else None
-        except Exception:  # no gateway has recorded a read yet
-            return None
-        return float(row["t"]) if row and row["t"] is not None else None
+        return None if key is None else last_read(self.db, key)
 
     @staticmethod
     def unmet(expr: PolicyExpr, files: list[FileStatus], last_read: float | None = None) -> str:
@@ -323,127 +267,82 @@ class Migrator:
                     return f"unusedFor: read through the gateway {idle:.0f}s ago"
         return ""
 
-    def _dest_for(self, unit: dict[str, Any], attempt: int) -> str:
-        where = f"{unit['db']}/{unit['tbl']}" + (f"/{unit['part']}" if unit["part"] else "")
+    def _dest_for(self, unit: Unit, attempt: int) -> str:
+        where = f"{unit.db}/{unit.tbl}" + (f"/{unit.part}" if unit.part else "")
         return f"{self.target}/{where}/a{attempt}-{uuid.uuid4().hex[:8]}"
 
-    def copy_unit(self, unit: dict[str, Any]) -> bool:
-        """Copy and verify every file of the current attempt; False if the source changed (the
-        unit goes back to ``qualified`` for a new attempt)."""
-        uid, attempt = unit["id"], unit["attempt"]
-        bucket, prefix = _split_s3(unit["dest"])
+    def copy_unit(self, unit: Unit) -> None:
+        """Copy and verify every file of the current attempt; raises :class:`_Changed` if the
+        source changed meanwhile (the unit then needs a new attempt)."""
 
-        def one(f: dict[str, Any]) -> None:
-            key = f"{prefix}/{f['rel']}"
-            source = f"{unit['source'].rstrip('/')}/{f['rel']}"
-            sha = f["sha256"]
-            if f["state"] == "planned":
+        def one(f: UnitFile) -> None:
+            dest = f"{unit.dest.rstrip('/')}/{f.rel}"
+            sha = f.sha256
+            if f.state == FileState.PLANNED:
                 self._step("copy")
-                sha = self.copier.copy(source, f["length"], bucket, key)
+                sha = self.copier.copy(f"{unit.source.rstrip('/')}/{f.rel}", f.length, dest)
                 self._step("copied")  # on S3, not yet recorded
-                self.store.file_done(uid, attempt, f["rel"], "copied", sha, f["length"])
-            if f["state"] in ("planned", "copied"):
-                self._step("verify")
-                problem = self.copier.verify(bucket, key, f["length"], sha)
-                if problem:
-                    raise RuntimeError(f"{key}: {problem}")
-                self.store.file_done(uid, attempt, f["rel"], "verified", sha, f["length"])
+                self.store.file_done(unit.id, unit.attempt, f.rel, FileState.COPIED, sha, f.length)
+            self._step("verify")
+            problem = self.copier.verify(dest, f.length, sha)
+            if problem:
+                raise RuntimeError(f"{dest}: {problem}")
+            self.store.file_done(unit.id, unit.attempt, f.rel, FileState.VERIFIED, sha, f.length)
 
         # files move side by side; the copier's part slots bound the memory they take together
-        todo = [f for f in self.store.files(uid, attempt) if f["state"] != "verified"]
+        todo = [f for f in self.store.files(unit.id, unit.attempt) if f.state != FileState.VERIFIED]
         with ThreadPoolExecutor(self.config.migrate.parallelism, thread_name_prefix="migrate-file") as pool:
             outcomes = [fut.exception() for fut in [pool.submit(one, f) for f in todo]]
-        changed = [e for e in outcomes if isinstance(e, SourceChanged | UfsNotFound)]
+        changed = [e for e in outcomes if isinstance(e, SourceChanged)]
         if changed:
-            self.store.set_state(uid, "qualified", "source-changed", last_error=str(changed[0]))
-            return False
+            raise _Changed(str(changed[0]))
         failed = [e for e in outcomes if e is not None]
         if failed:
             raise failed[0]
         # the source must still be what was copied: same files, same lengths and times
-        now = {(s.path, s.length, s.mtime_ms) for s in self.source_files(unit["source"])}
-        copied = {(f["rel"], f["length"], f["mtime_ms"]) for f in self.store.files(uid, attempt)}
+        now = {(s.path, s.length, s.mtime_ms) for s in self.source_files(unit.source)}
+        copied = {(f.rel, f.length, f.mtime_ms) for f in self.store.files(unit.id, unit.attempt)}
         if now != copied:
-            self.store.set_state(
-                uid, "qualified", "source-changed", last_error="the source changed during the copy"
-            )
-            return False
-        return True
+            raise _Changed("the source changed during the copy")
 
-    def write_back(self, unit: dict[str, Any]) -> None:
-        """Give the on-prem HMS the unit's S3 location (only with write_back_to_hms)."""
-        from hive_metastore import ttypes
-
-        from metaproxy.hms import connect
-
-        with connect(self.hms_uri, self.config.metastore.call_timeout_s) as c:
-            if unit["part"]:
-                p = c.get_partition_by_name(unit["db"], unit["tbl"], unit["part"])
-                if p.sd.location.rstrip("/") != unit["source"].rstrip("/"):
-                    if p.sd.location.rstrip("/") == unit["dest"].rstrip("/"):
-                        return  # done before a crash
-                    raise RuntimeError(f"the HMS location changed to {p.sd.location}; not writing back")
-                p.sd.location = unit["dest"]
-                c.alter_partition(unit["db"], unit["tbl"], p)
-            else:
-                req = ttypes.GetTablesRequest(dbName=unit["db"], tblNames=[unit["tbl"]])
-                t = c.get_table_objects_by_name_req(req).tables[0]
-                if t.sd.location.rstrip("/") == unit["dest"].rstrip("/"):
-                    return
-                if t.sd.location.rstrip("/") != unit["source"].rstrip("/"):
-                    raise RuntimeError(f"the HMS location changed to {t.sd.location}; not writing back")
-                t.sd.location = unit["dest"]
-                c.alter_table(unit["db"], unit["tbl"], t)
-
-    def check_copy(self, unit: dict[str, Any]) -> str:
-        bucket, prefix = _split_s3(unit["dest"])
-        for f in self.store.files(unit["id"], unit["attempt"]):
-            if f["state"] != "verified":
-                return f"{f['rel']} was never verified"
-            import botocore.exceptions
-
+    def check_copy(self, unit: Unit) -> str:
+        """'' if every file of the unit's copy is verified and still there, else what is wrong."""
+        for f in self.store.files(unit.id, unit.attempt):
+            if f.state != FileState.VERIFIED:
+                return f"{f.rel} was never verified"
             try:
-                head = self.s3.head_object(Bucket=bucket, Key=f"{prefix}/{f['rel']}")
-            except botocore.exceptions.ClientError:
-                return f"the copy of {f['rel']} is gone"
-            if int(head["ContentLength"]) != f["length"]:
-                return f"the copy of {f['rel']} has the wrong length"
+                st = self.ufs.stat(f"{unit.dest.rstrip('/')}/{f.rel}")
+            except UfsNotFound:
+                return f"the copy of {f.rel} is gone"
+            if st.length != f.length:
+                return f"the copy of {f.rel} has the wrong length"
         return ""
 
-    def remove_source(self, unit: dict[str, Any]) -> None:
-        """Delete the unit's HDFS files (idempotent: a file already gone is fine)."""
-        base = hdfs_path(unit["source"]).rstrip("/")
-        for f in self.store.files(unit["id"], unit["attempt"]):
-            self.webhdfs.delete(f"{base}/{f['rel']}")
-        if self.webhdfs.exists(base) and not self.webhdfs.list(base):
-            self.webhdfs.delete(base, recursive=False)
+    def remove_source(self, unit: Unit) -> None:
+        """Delete the unit's source files (idempotent: a file already gone is fine)."""
+        base = unit.source.rstrip("/")
+        for f in self.store.files(unit.id, unit.attempt):
+            self.ufs.delete(f"{base}/{f.rel}")
+        if self.ufs.exists(base) and not self.ufs.list(base):
+            self.ufs.delete(base)
 
     def cleanup_stale(self) -> None:
         """Delete the objects of superseded attempts and abort multipart uploads left behind."""
         for a in self.store.stale_attempts():
             try:
-                bucket, prefix = _split_s3(a["dest"])
-                for page in self.s3.get_paginator("list_objects_v2").paginate(
-                    Bucket=bucket, Prefix=prefix + "/"
-                ):
-                    keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-                    if keys:
-                        self.s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
-                self.store.attempt_cleaned(a["unit_id"], a["attempt"])
-                self.store.event(a["unit_id"], "cleaned", a["dest"])
+                self.ufs.s3.delete_prefix(a["dest"])
+            except UfsNotFound:
+                pass  # its bucket never existed: nothing was ever written there
             except Exception as e:
-                code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
-                if code == "NoSuchBucket":  # nothing was ever written there
-                    self.store.attempt_cleaned(a["unit_id"], a["attempt"])
-                    continue
                 log.warning("could not clean %s: %s", a["dest"], e)
+                continue
+            self.store.attempt_cleaned(a["unit_id"], a["attempt"])
+            self.store.event(a["unit_id"], "cleaned", a["dest"])
         try:
-            bucket, prefix = _split_s3(self.target)
             current = self.store.current_dests()
-            r = self.s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
-            for up in r.get("Uploads", []):
-                self.s3.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
-                self.store.event(None, "aborted-upload", f"{up['Key']} ({len(current)} current attempts)")
+            for up in self.ufs.s3.uploads(self.target):
+                self.ufs.s3.abort_upload(up)
+                self.store.event(None, "aborted-upload", f"{up.uri} ({len(current)} current attempts)")
         except Exception as e:
             log.debug("multipart sweep skipped: %s", e)
 
@@ -454,10 +353,10 @@ class Migrator:
 
     # -- the scheduler ----------------------------------------------------------------------
 
-    def serve(self, stop: Any) -> None:
+    def serve(self, stop: threading.Event) -> None:
         """One APScheduler job per policy, each a pass every ``[migrate] interval``, until
-        ``stop`` (a threading.Event) is set. Policies added or removed meanwhile get or lose
-        their job within one interval."""
+        ``stop`` is set. Policies added or removed meanwhile get or lose their job within one
+        interval."""
         from apscheduler.schedulers.background import BackgroundScheduler
 
         sched = BackgroundScheduler()
@@ -465,7 +364,7 @@ class Migrator:
 
         def reconcile() -> None:
             try:
-                names = {row["name"] for row, _ in self.policies()}
+                names = {row.name for row, _ in self.policies()}
             except Exception as e:
                 log.warning("could not read the policies: %s", e)
                 return
@@ -500,18 +399,12 @@ def policy_status(store: MigrationStore, policy: str | None = None) -> dict[str,
     out: dict[str, Any] = {}
     for u in store.units(policy):
         p = out.setdefault(
-            u["policy"], {"states": {}, "bytes": 0, "copied_bytes": 0, "last_error": "", "units": 0}
+            u.policy, {"states": {}, "bytes": 0, "copied_bytes": 0, "last_error": "", "units": 0}
         )
         p["units"] += 1
-        p["states"][u["state"]] = p["states"].get(u["state"], 0) + 1
-        p["bytes"] += u["bytes"]
-        p["copied_bytes"] += u["copied_bytes"]
-        if u["last_error"] and u["state"] in ("failed", "skipped"):
-            p["last_error"] = u["last_error"].split("|", 1)[-1]
+        p["states"][u.state.value] = p["states"].get(u.state.value, 0) + 1
+        p["bytes"] += u.bytes
+        p["copied_bytes"] += u.copied_bytes
+        if u.last_error and u.state in (UnitState.FAILED, UnitState.SKIPPED):
+            p["last_error"] = u.last_error
     return out
-
-
-def _split_s3(uri: str) -> tuple[str, str]:
-    rest = uri.split("://", 1)[1]
-    bucket, _, prefix = rest.partition("/")
-    return bucket, prefix.rstrip("/")

@@ -17,15 +17,14 @@ A policy names a path (a mount path such as ``/tpcds/store_sales``) and an expre
 from __future__ import annotations
 
 import re
-import sqlite3
-import time
 from dataclasses import dataclass
-from typing import Any
-
-import sqlite_utils
 
 from metaproxy.config import parse_duration
-from metaproxy.mounts import SCHEME_ALIASES
+from metaproxy.state import StateDB
+from metaproxy.state.policies import PolicyExists, delete_policy, insert_policy, list_policies
+from metaproxy.uri import SCHEME_ALIASES
+
+__all__ = ["PolicyError", "PolicyExpr", "add_policy", "list_policies", "parse_policy", "remove_policy"]
 
 KNOWN_UFS = ("hdfs", "s3")
 ACTIONS = ("ufsMigrate",)
@@ -173,17 +172,10 @@ def parse_policy(expr: str) -> PolicyExpr:
 
 
 # --------------------------------------------------------------------------------------------
-# the policies table
+# stored policies
 
 
-def ensure_tables(db: sqlite_utils.Database) -> None:
-    if "policies" not in db.table_names():
-        db.table("policies").create(
-            {"name": str, "path": str, "expr": str, "created": float, "enabled": int}, pk="name"
-        )
-
-
-def add_policy(db: sqlite_utils.Database, name: str, path: str, expr: str) -> PolicyExpr:
+def add_policy(db: StateDB, name: str, path: str, expr: str) -> PolicyExpr:
     """Validate and store a policy; a policy of the same name is refused."""
     parsed = parse_policy(expr)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
@@ -191,23 +183,13 @@ def add_policy(db: sqlite_utils.Database, name: str, path: str, expr: str) -> Po
     p = "/" + path.strip().strip("/")
     if p == "/" or any(s in ("", ".", "..") for s in p.strip("/").split("/")):
         raise ValueError(f"policy path {path!r}: expected a mount path such as /tpcds/store_sales")
-    ensure_tables(db)
     try:
-        db.execute(
-            "INSERT INTO policies (name, path, expr, created, enabled) VALUES (?, ?, ?, ?, 1)",
-            [name, p, str(parsed), time.time()],
-        )
-    except sqlite3.IntegrityError:
+        insert_policy(db, name, p, str(parsed))
+    except PolicyExists:
         raise ValueError(f"a policy named {name!r} exists already (policy remove {name} first)") from None
     return parsed
 
 
-def list_policies(db: sqlite_utils.Database) -> list[dict[str, Any]]:
-    ensure_tables(db)
-    return list(db.table("policies").rows_where(order_by="name"))
-
-
-def remove_policy(db: sqlite_utils.Database, name: str) -> None:
-    ensure_tables(db)
-    if db.execute("DELETE FROM policies WHERE name = ?", [name]).rowcount == 0:
+def remove_policy(db: StateDB, name: str) -> None:
+    if not delete_policy(db, name):
         raise ValueError(f"no policy named {name!r}")

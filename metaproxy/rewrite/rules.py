@@ -25,7 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from metaproxy.mounts import _URI_RE, MountTable, _normalize_escapes, scheme_of, split_uri
+from metaproxy.mounts import MountTable
+from metaproxy.uri import PrefixMatcher, bucket_and_key, scheme_of, split_uri
 
 DB_KIND = "db"
 DB_NAME_KIND = "dbname"
@@ -35,47 +36,22 @@ class RewriteError(ValueError):
     """A location cannot be mapped safely (the call is refused, nothing reaches the HMS)."""
 
 
-def _parts(location: str) -> tuple[str, str, list[str], list[str]] | None:
-    """(scheme, authority, raw segments, normalised segments) of a URI."""
-    m = _URI_RE.match(location.strip())
-    if m is None:
-        return None
-    parts = split_uri(location)
-    assert parts is not None
-    raw = [s for s in m.group(3).split("?", 1)[0].split("/") if s]
-    return parts[0], parts[1], raw, [_normalize_escapes(s) for s in raw]
-
-
 class PrefixMap:
-    """Normalised URI prefix → replacement prefix, with longest-prefix lookup by path segment."""
+    """URI prefix → replacement prefix; a location under a prefix (longest first, compared
+    normalised by path segment) gets the replacement, the rest of it carried over as is."""
 
     def __init__(self, mapping: Mapping[str, str]) -> None:
-        self._map: dict[tuple[str, str, tuple[str, ...]], str] = {}
-        for prefix, target in mapping.items():
-            p = _parts(prefix)
-            if p is not None:
-                self._map[(p[0], p[1], tuple(p[3]))] = target.rstrip("/")
-        self._depths = sorted({len(k[2]) for k in self._map}, reverse=True)
+        # a string that is not a URI can never match a location: it is left out
+        self._matcher: PrefixMatcher[str] = PrefixMatcher(
+            (prefix, target) for prefix, target in mapping.items() if split_uri(prefix) is not None
+        )
 
     def __len__(self) -> int:
-        return len(self._map)
+        return len(self._matcher)
 
     def lookup(self, location: str) -> str | None:
         """The location with its longest mapped prefix replaced, or None."""
-        if not self._map:
-            return None
-        p = _parts(location)
-        if p is None:
-            return None
-        scheme, authority, raw, norm = p
-        for k in self._depths:
-            if k > len(norm):
-                continue
-            target = self._map.get((scheme, authority, tuple(norm[:k])))
-            if target is not None:
-                rest = "/".join(raw[k:])
-                return f"{target}/{rest}" if rest else target
-        return None
+        return self._matcher.replace(location)
 
 
 @dataclass(frozen=True)
@@ -182,9 +158,7 @@ class Rewriter:
         parts = split_uri(location)
         if parts is None or parts[0] != "s3" or parts[1] != self.gateway_bucket:
             return None
-        m = _URI_RE.match(location.strip())
-        assert m is not None
-        return "/".join(s for s in m.group(3).split("/") if s)
+        return "/".join(s for s in bucket_and_key(location.strip())[1].split("/") if s)
 
     def inbound(self, location: str, creating: bool = False, kind: str = "loc") -> str | None:
         """What the upstream HMS stores instead of ``location`` (None: unchanged).

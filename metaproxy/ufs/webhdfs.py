@@ -4,9 +4,9 @@ pyarrow's ``HadoopFileSystem`` needs ``libhdfs.so`` and a JVM in the process; We
 neither and is on by default on every NameNode, which is what an on-prem cluster reachable
 over a wide-area link offers. Reads follow the NameNode's redirect to a DataNode.
 
-Paths are plain HDFS paths (``/warehouse/tpcds/item/part-0.parquet``); they are
-percent-encoded here and nowhere else, so names with spaces, ``%``, ``=`` or non-ASCII
-characters reach HDFS exactly as given.
+Every method takes an ``hdfs://`` URI or a plain HDFS path (``/warehouse/tpcds/item``) and
+answers in the form it was asked. Paths are percent-encoded here and nowhere else, so names
+with spaces, ``%``, ``=`` or non-ASCII characters reach HDFS exactly as given.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import builtins
 import http.client
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -23,9 +23,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from metaproxy.ufs import FileStatus, UfsError, UfsNotFound, UfsUnavailable
-
-DEFAULT_CHUNK = 1024 * 1024
+from metaproxy.ufs import FileStatus, Ufs, UfsError, UfsNotFound, UfsUnavailable
 
 
 def hdfs_path(uri_or_path: str) -> str:
@@ -37,8 +35,8 @@ def hdfs_path(uri_or_path: str) -> str:
     return uri_or_path
 
 
-class WebHdfs:
-    """A thread-safe WebHDFS client (one HTTP session per thread)."""
+class WebHdfs(Ufs):
+    """HDFS as a UFS: a thread-safe WebHDFS client (one HTTP session per thread)."""
 
     def __init__(self, base_url: str, user: str = "hdfs", timeout: float = 60.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -134,65 +132,29 @@ class WebHdfs:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def status(self, path: str) -> FileStatus:
+    def stat(self, uri: str) -> FileStatus:
         """Length, modification time and kind of one path."""
-        p = hdfs_path(path)
-        raw = self._request("GET", p, "GETFILESTATUS").json()["FileStatus"]
-        return self._status(p, raw)
+        raw = self._request("GET", uri, "GETFILESTATUS").json()["FileStatus"]
+        return self._status(uri, raw)
 
-    def exists(self, path: str) -> bool:
-        try:
-            self.status(path)
-        except UfsNotFound:
-            return False
-        return True
-
-    def list(self, path: str) -> list[FileStatus]:
+    def list(self, uri: str) -> builtins.list[FileStatus]:
         """The direct children of a directory (a file lists as itself), sorted by name."""
-        p = hdfs_path(path).rstrip("/") or "/"
-        raw = self._request("GET", p, "LISTSTATUS").json()["FileStatuses"]["FileStatus"]
+        raw = self._request("GET", uri, "LISTSTATUS").json()["FileStatuses"]["FileStatus"]
+        base = uri.rstrip("/") or "/"
         out = []
         for r in raw:
             suffix = r.get("pathSuffix", "")
-            child = p if not suffix else (p.rstrip("/") + "/" + suffix)
+            child = base if not suffix else (base.rstrip("/") + "/" + suffix)
             out.append(self._status(child, r))
         return sorted(out, key=lambda s: s.path)
-
-    def walk_files(self, path: str) -> builtins.list[FileStatus]:
-        """Every file below a directory, recursively (a file walks as itself)."""
-        out: builtins.list[FileStatus] = []
-        stack = [hdfs_path(path)]
-        while stack:
-            for st in self.list(stack.pop()):
-                if st.is_dir:
-                    stack.append(st.path)
-                else:
-                    out.append(st)
-        return sorted(out, key=lambda s: s.path)
-
-    def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
-        """Bytes ``[offset, offset+length)`` of a file (to its end when length is None)."""
-        params: dict[str, Any] = {"offset": offset}
-        if length is not None:
-            if length == 0:
-                return b""
-            params["length"] = length
-        resp = self._request("GET", path, "OPEN", params, stream=True)
-        try:
-            # one read into one buffer (requests' .content would assemble it from 10 KiB chunks)
-            data = resp.raw.read(length, decode_content=False) if length is not None else resp.content
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
-            raise UfsUnavailable(f"WebHDFS OPEN {hdfs_path(path)}: read interrupted: {e}") from e
-        finally:
-            resp.close()
-        return bytes(data)
 
     def open_read(self, path: str, offset: int, length: int) -> ReadStream:
         """Bytes ``[offset, offset+length)`` as a stream to ``readinto`` caller-owned buffers.
 
-        The DataNode's body is received into those buffers themselves (the block cache passes
-        its memory files' mappings), not into buffers copied afterwards: at a few hundred MB/s
-        that copy was a visible share of the gateway's CPU.
+        The NameNode's redirect is followed by hand and the DataNode's body read with
+        ``http.client`` straight into the caller's buffer (the block cache's reused receive
+        buffer): requests' chunked iteration would copy every byte once more, and at a few
+        hundred MB/s that copy was a visible share of the gateway's CPU.
         """
         where = f"WebHDFS OPEN {hdfs_path(path)}"
         resp = self._request(
@@ -222,47 +184,20 @@ class WebHdfs:
             raise
         return ReadStream(r, where, conn.close)
 
-    def iter_read(
-        self, path: str, offset: int = 0, length: int | None = None, chunk: int = DEFAULT_CHUNK
-    ) -> Iterator[bytes]:
-        """Stream a byte range of a file in chunks, without holding it all in memory."""
-        params: dict[str, Any] = {"offset": offset}
-        if length is not None:
-            params["length"] = length
-        resp = self._request("GET", path, "OPEN", params, stream=True)
-        try:
-            yield from resp.iter_content(chunk_size=chunk)
-        except (requests.ConnectionError, requests.Timeout) as e:
-            raise UfsUnavailable(f"WebHDFS OPEN {hdfs_path(path)}: read interrupted: {e}") from e
-        finally:
-            resp.close()
-
-    def checksum(self, path: str) -> dict[str, Any]:
-        """HDFS's own file checksum (``GETFILECHECKSUM``): algorithm, bytes, length."""
-        return dict(self._request("GET", path, "GETFILECHECKSUM").json()["FileChecksum"])
-
     # -- writes ---------------------------------------------------------------------------
 
-    def create(self, path: str, data: bytes | Iterable[bytes], overwrite: bool = True) -> None:
+    def write(self, uri: str, data: bytes | Iterable[bytes], overwrite: bool = True) -> None:
         """Write a whole file (two steps: the NameNode names a DataNode, the data goes there)."""
-        resp = self._request("PUT", path, "CREATE", {"overwrite": overwrite}, allow_redirects=False)
+        resp = self._request("PUT", uri, "CREATE", {"overwrite": overwrite}, allow_redirects=False)
         location = resp.headers.get("Location")
         resp.close()
         if not location:
-            raise UfsError(f"WebHDFS CREATE {hdfs_path(path)}: the NameNode gave no DataNode location")
-        self._request("PUT", path, "CREATE", data=data, url=location).close()
+            raise UfsError(f"WebHDFS CREATE {hdfs_path(uri)}: the NameNode gave no DataNode location")
+        self._request("PUT", uri, "CREATE", data=data, url=location).close()
 
-    def mkdirs(self, path: str) -> None:
-        self._request("PUT", path, "MKDIRS").close()
-
-    def delete(self, path: str, recursive: bool = False) -> bool:
+    def delete(self, uri: str, recursive: bool = False) -> bool:
         """Delete a path; False if it did not exist."""
-        return bool(self._request("DELETE", path, "DELETE", {"recursive": recursive}).json().get("boolean"))
-
-    def rename(self, src: str, dst: str) -> bool:
-        return bool(
-            self._request("PUT", src, "RENAME", {"destination": hdfs_path(dst)}).json().get("boolean")
-        )
+        return bool(self._request("DELETE", uri, "DELETE", {"recursive": recursive}).json().get("boolean"))
 
     def set_times(self, path: str, mtime_ms: int | None = None, atime_ms: int | None = None) -> None:
         """Set a file's modification and/or access time (milliseconds since the epoch)."""

@@ -13,7 +13,7 @@ import pytest
 import requests
 from botocore.config import Config as BotoConfig
 
-from metaproxy.cache.gateway import GatewayServer
+from metaproxy.cache.server import GatewayServer
 from metaproxy.config import parse_config
 from metaproxy.ufs.webhdfs import WebHdfs
 
@@ -76,8 +76,8 @@ def payload(n: int, seed: int = 1) -> bytes:
 def test_head_get_range_and_list(stack: dict[str, Any], gateway: GatewayServer, hdfs_dir: str) -> None:
     fs = WebHdfs(stack["webhdfs"])
     data = payload(5 * BS + 123)
-    fs.create(f"{hdfs_dir}/t/p=a b%3A/ü.bin", data)
-    fs.create(f"{hdfs_dir}/t/p=2/x.bin", b"small")
+    fs.write(f"{hdfs_dir}/t/p=a b%3A/ü.bin", data)
+    fs.write(f"{hdfs_dir}/t/p=2/x.bin", b"small")
     s3 = client(gateway.port)
     key = "data/t/p=a b%3A/ü.bin"
     head = s3.head_object(Bucket="metaproxy", Key=key)
@@ -125,7 +125,7 @@ def test_a_listing_spares_each_listed_file_its_stat(
 def _listing_spares_stats(stack: dict[str, Any], gateway: GatewayServer, hdfs_dir: str) -> None:
     fs = WebHdfs(stack["webhdfs"])
     for i in range(3):
-        fs.create(f"{hdfs_dir}/part/f{i}.bin", payload(1000 + i, seed=i))
+        fs.write(f"{hdfs_dir}/part/f{i}.bin", payload(1000 + i, seed=i))
     s3 = client(gateway.port)
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="metaproxy", Prefix="data/part/")["Contents"])
     assert keys == [f"data/part/f{i}.bin" for i in range(3)]
@@ -136,7 +136,7 @@ def _listing_spares_stats(stack: dict[str, Any], gateway: GatewayServer, hdfs_di
     again = s3.list_objects_v2(Bucket="metaproxy", Prefix="data/part/")["Contents"]
     assert sorted(o["Key"] for o in again) == keys
     assert _ufs_calls("list") == lists  # the listing itself is fresh within the bound
-    fs.create(f"{hdfs_dir}/part/f3.bin", payload(10))
+    fs.write(f"{hdfs_dir}/part/f3.bin", payload(10))
     time.sleep(1.2)  # past the bound (stale_after = 1s) files are stat'ed and listed again
     assert s3.get_object(Bucket="metaproxy", Key=keys[0])["Body"].read() == payload(1000, seed=0)
     assert _ufs_calls("stat") == stats + 1
@@ -158,7 +158,7 @@ def test_listings_in_use_are_refreshed_before_they_go_stale(
     background, with no round trip on their path; the consistency bound holds all along; a
     listing nobody has asked for within refresh_listings_for is left to expire."""
     fs = WebHdfs(stack["webhdfs"])
-    fs.create(f"{hdfs_dir}/hot/a.bin", payload(10))
+    fs.write(f"{hdfs_dir}/hot/a.bin", payload(10))
     cfg = gateway_config(stack, str(tmp_path), hdfs_dir, stale_after="1s", refresh_listings_for="2s")
     gateway = GatewayServer(cfg).start()
     s3 = client(gateway.port)
@@ -176,7 +176,7 @@ def test_listings_in_use_are_refreshed_before_they_go_stale(
 
     try:
         assert keys() == ["data/hot/a.bin"]
-        fs.create(f"{hdfs_dir}/hot/b.bin", payload(10))
+        fs.write(f"{hdfs_dir}/hot/b.bin", payload(10))
         refreshed = _refreshes()
         until(lambda: _refreshes() > refreshed, "a background re-listing")  # at 75-87.5 % of 1 s
         lists = _ufs_calls("list")
@@ -189,7 +189,7 @@ def test_listings_in_use_are_refreshed_before_they_go_stale(
         lists = _ufs_calls("list")
         time.sleep(1.0)
         assert _ufs_calls("list") == lists
-        fs.create(f"{hdfs_dir}/hot/c.bin", payload(10))
+        fs.write(f"{hdfs_dir}/hot/c.bin", payload(10))
         assert "data/hot/c.bin" in keys()  # expired, so re-listed on the reader's path
         assert _ufs_calls("list") == lists + 1
     finally:
@@ -203,7 +203,7 @@ def test_large_blocks_go_out_with_sendfile_intact(
     smaller ones as a copy: both exact, cold and warm, at every offset."""
     mib = 1024 * 1024
     data = payload(3 * mib + 4321, seed=9)
-    WebHdfs(stack["webhdfs"]).create(f"{hdfs_dir}/big.bin", data)
+    WebHdfs(stack["webhdfs"]).write(f"{hdfs_dir}/big.bin", data)
     gw = GatewayServer(gateway_config(stack, str(tmp_path), hdfs_dir, block_size="1MiB")).start()
     try:
         s3 = client(gw.port)
@@ -223,7 +223,7 @@ def test_consecutive_misses_are_one_ufs_read(
     """A cold read of many blocks is one WebHDFS read per run of missing blocks, not one per
     block; what comes back (sent from the memory tier's files with sendfile) is exact."""
     data = payload(12 * BS + 77, seed=3)
-    WebHdfs(stack["webhdfs"]).create(f"{hdfs_dir}/seq.bin", data)
+    WebHdfs(stack["webhdfs"]).write(f"{hdfs_dir}/seq.bin", data)
     s3 = client(gateway.port)
     reads = _ufs_calls("read")
     got = s3.get_object(Bucket="metaproxy", Key="data/seq.bin", Range=f"bytes=0-{5 * BS - 1}")
@@ -237,7 +237,7 @@ def test_consecutive_misses_are_one_ufs_read(
 
 
 def test_errors_are_s3_errors(stack: dict[str, Any], gateway: GatewayServer, hdfs_dir: str) -> None:
-    WebHdfs(stack["webhdfs"]).create(f"{hdfs_dir}/f.bin", payload(100))
+    WebHdfs(stack["webhdfs"]).write(f"{hdfs_dir}/f.bin", payload(100))
     s3 = client(gateway.port)
 
     def code(fn: Any, **kw: Any) -> str:
@@ -265,11 +265,11 @@ def test_rewritten_file_is_seen_after_the_bound(
     stack: dict[str, Any], gateway: GatewayServer, hdfs_dir: str
 ) -> None:
     fs = WebHdfs(stack["webhdfs"])
-    fs.create(f"{hdfs_dir}/v.bin", payload(3 * BS, seed=1))
+    fs.write(f"{hdfs_dir}/v.bin", payload(3 * BS, seed=1))
     s3 = client(gateway.port)
     first = s3.get_object(Bucket="metaproxy", Key="data/v.bin")
     assert first["Body"].read() == payload(3 * BS, seed=1)
-    fs.create(f"{hdfs_dir}/v.bin", payload(3 * BS, seed=2))  # same length, new contents
+    fs.write(f"{hdfs_dir}/v.bin", payload(3 * BS, seed=2))  # same length, new contents
     fs.set_times(f"{hdfs_dir}/v.bin", mtime_ms=int(time.time() * 1000) + 5000)
     time.sleep(1.2)  # the configured consistency bound (stale_after = 1s)
     second = s3.get_object(Bucket="metaproxy", Key="data/v.bin")
@@ -278,7 +278,7 @@ def test_rewritten_file_is_seen_after_the_bound(
 
 
 def test_disk_tier_stays_warm_across_a_restart(stack: dict[str, Any], tmp_path: Any, hdfs_dir: str) -> None:
-    WebHdfs(stack["webhdfs"]).create(f"{hdfs_dir}/w.bin", payload(4 * BS))
+    WebHdfs(stack["webhdfs"]).write(f"{hdfs_dir}/w.bin", payload(4 * BS))
     cfg = gateway_config(stack, str(tmp_path), hdfs_dir)
     gw = GatewayServer(cfg).start()
     try:

@@ -14,7 +14,7 @@ import requests
 from click.testing import CliRunner
 from test_gateway import BS, client, gateway_config, payload
 
-from metaproxy.cache.gateway import GatewayServer
+from metaproxy.cache.server import GatewayServer
 from metaproxy.cli import cli
 from metaproxy.config import parse_config
 from metaproxy.ufs.webhdfs import WebHdfs
@@ -46,14 +46,14 @@ def wait_for(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None
 
 
 def cached(gw: GatewayServer, target: str) -> int:
-    return sum(f["cached"] for f in gw.gateway.plan(target)["files"])
+    return sum(f["cached"] for f in gw.gateway.manager.plan(target)["files"])
 
 
 def test_load_free_and_the_report(stack: dict[str, Any], tmp_path: Any, hdfs_dir: str) -> None:
     fs = WebHdfs(stack["webhdfs"])
-    fs.create(f"{hdfs_dir}/a/1.bin", payload(3 * BS))
-    fs.create(f"{hdfs_dir}/a/2.bin", payload(2 * BS + 5))
-    fs.create(f"{hdfs_dir}/b/3.bin", payload(BS))
+    fs.write(f"{hdfs_dir}/a/1.bin", payload(3 * BS))
+    fs.write(f"{hdfs_dir}/a/2.bin", payload(2 * BS + 5))
+    fs.write(f"{hdfs_dir}/b/3.bin", payload(BS))
     gw = GatewayServer(gateway_config(stack, str(tmp_path), hdfs_dir)).start()
     try:
         out = run_cache(stack, gw, "load", "/data/a")
@@ -91,10 +91,10 @@ def test_pins_survive_churn_and_restarts_and_are_capped(
     stack: dict[str, Any], tmp_path: Any, hdfs_dir: str
 ) -> None:
     fs = WebHdfs(stack["webhdfs"])
-    fs.create(f"{hdfs_dir}/hot/h.bin", payload(4 * BS))
-    fs.create(f"{hdfs_dir}/big/b.bin", payload(16 * BS))
+    fs.write(f"{hdfs_dir}/hot/h.bin", payload(4 * BS))
+    fs.write(f"{hdfs_dir}/big/b.bin", payload(16 * BS))
     for i in range(3):
-        fs.create(f"{hdfs_dir}/cold/c{i}.bin", payload(8 * BS, seed=i))
+        fs.write(f"{hdfs_dir}/cold/c{i}.bin", payload(8 * BS, seed=i))
     cfg = gateway_config(
         stack,
         str(tmp_path),
@@ -120,14 +120,14 @@ def test_pins_survive_churn_and_restarts_and_are_capped(
         assert cached(gw, "/data/hot") == 4 * BS
         # the cap: a pin that would pass pinned_max is refused and says why
         assert "pinned_max" in run_cache(stack, gw, "pin", "/data/big", ok=False)
-        assert "free" not in gw.gateway.rules()["pins"]
+        assert "free" not in gw.gateway.manager.rules()["pins"]
         # free keeps pinned files
         assert "1 pinned files kept" in run_cache(stack, gw, "free", "/data/hot")
     finally:
         gw.stop()
     gw = GatewayServer(cfg).start()  # pins are in the state DB and hold after a restart
     try:
-        assert gw.gateway.rules()["pins"] == ["data/hot"]
+        assert gw.gateway.manager.rules()["pins"] == ["data/hot"]
         wait_for(lambda: gw.gateway.cache.pinned_bytes == 4 * BS, "the pins to be restored")
         s3 = client(gw.port)
         for i in range(3):
@@ -137,15 +137,15 @@ def test_pins_survive_churn_and_restarts_and_are_capped(
         for i in range(3):
             s3.get_object(Bucket="metaproxy", Key=f"data/cold/c{i}.bin")["Body"].read()
         assert cached(gw, "/data/hot") < 4 * BS  # evictable again
-        assert gw.gateway.rules()["pins"] == []
+        assert gw.gateway.manager.rules()["pins"] == []
     finally:
         gw.stop()
 
 
 def test_ttl_frees_blocks_after_it_runs_out(stack: dict[str, Any], tmp_path: Any, hdfs_dir: str) -> None:
     fs = WebHdfs(stack["webhdfs"])
-    fs.create(f"{hdfs_dir}/tmp/t.bin", payload(2 * BS))
-    fs.create(f"{hdfs_dir}/keep/k.bin", payload(2 * BS))
+    fs.write(f"{hdfs_dir}/tmp/t.bin", payload(2 * BS))
+    fs.write(f"{hdfs_dir}/keep/k.bin", payload(2 * BS))
     gw = GatewayServer(gateway_config(stack, str(tmp_path), hdfs_dir, ttl_check_interval="200ms")).start()
     try:
         assert "TTL 1s" in run_cache(stack, gw, "ttl", "/data/tmp", "1s")
@@ -158,7 +158,7 @@ def test_ttl_frees_blocks_after_it_runs_out(stack: dict[str, Any], tmp_path: Any
         assert cached(gw, "/data/keep") == 2 * BS
         assert "ttl  /data/tmp  1s" in run_cache(stack, gw, "rules")
         assert "no TTL" in run_cache(stack, gw, "ttl", "/data/tmp", "--clear")
-        assert gw.gateway.rules()["ttls"] == {}
+        assert gw.gateway.manager.rules()["ttls"] == {}
     finally:
         gw.stop()
 
@@ -166,7 +166,7 @@ def test_ttl_frees_blocks_after_it_runs_out(stack: dict[str, Any], tmp_path: Any
 def test_sequential_readers_get_read_ahead(stack: dict[str, Any], tmp_path: Any, hdfs_dir: str) -> None:
     from metaproxy.cache.blocks import BlockKey
 
-    WebHdfs(stack["webhdfs"]).create(f"{hdfs_dir}/seq.bin", payload(8 * BS))
+    WebHdfs(stack["webhdfs"]).write(f"{hdfs_dir}/seq.bin", payload(8 * BS))
     gw = GatewayServer(gateway_config(stack, str(tmp_path), hdfs_dir, read_ahead_blocks=2)).start()
     try:
         s3 = client(gw.port)
@@ -198,7 +198,7 @@ def test_a_long_sequential_scan_is_a_few_growing_ufs_reads(
     from test_gateway import _ufs_calls
 
     data = payload(24 * BS, seed=5)
-    WebHdfs(stack["webhdfs"]).create(f"{hdfs_dir}/scan.bin", data)
+    WebHdfs(stack["webhdfs"]).write(f"{hdfs_dir}/scan.bin", data)
     gw = GatewayServer(gateway_config(stack, str(tmp_path), hdfs_dir, read_ahead_blocks=2)).start()
     try:
         s3 = client(gw.port)
@@ -270,7 +270,7 @@ def test_writes_land_on_the_create_target(
         "test.toml",
     )
     fs = WebHdfs(stack["webhdfs"])
-    fs.create(f"{hdfs_dir}/lake/t/old.bin", payload(BS))
+    fs.write(f"{hdfs_dir}/lake/t/old.bin", payload(BS))
     gw = GatewayServer(cfg).start()
     try:
         s3 = client(gw.port)
@@ -281,7 +281,7 @@ def test_writes_land_on_the_create_target(
         listed = s3.list_objects_v2(Bucket="metaproxy", Prefix="lake/t/")["Contents"]
         assert sorted(o["Key"] for o in listed) == ["lake/t/new.bin", "lake/t/old.bin"]
         # a file on both members: read priority s3,hdfs serves the S3 copy, listed once
-        fs.create(f"{hdfs_dir}/lake/t/both.bin", b"from hdfs")
+        fs.write(f"{hdfs_dir}/lake/t/both.bin", b"from hdfs")
         s3_client.put_object(Bucket=bucket, Key="lake/t/both.bin", Body=b"from s3")
         time.sleep(1.2)  # written behind the gateway's back: listed once the bound has passed
         assert s3.get_object(Bucket="metaproxy", Key="lake/t/both.bin")["Body"].read() == b"from s3"

@@ -10,6 +10,7 @@ import time
 import tomllib
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,30 @@ import pyarrow as pa
 import pytest
 
 from metaproxy.config import Config, parse_config
-from metaproxy.migrate.flips import load_flips
 from metaproxy.migrate.loop import Migrator
 from metaproxy.migrate.policy import add_policy, remove_policy
-from metaproxy.migrate.store import MigrationStore
 from metaproxy.state import open_state
+from metaproxy.state.units import MigrationStore
+from metaproxy.state.units import load_flips as stored_flips
+from metaproxy.ufs import UfsNotFound
+from metaproxy.ufs.s3 import S3Ufs
 from metaproxy.ufs.webhdfs import WebHdfs, hdfs_path
 from metaproxy_devstack.sample_data import _storage, parquet_bytes
 
 pytestmark = pytest.mark.integration
+
+
+@contextmanager
+def journal(stack: dict[str, Any]) -> Iterator[MigrationStore]:
+    """The stack's migration journal, read as another process would."""
+    with open_state(stack_state(stack)) as db:
+        yield MigrationStore(db)
+
+
+def load_flips(path: str) -> dict[str, str]:
+    with open_state(path) as db:
+        return stored_flips(db)
+
 
 SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.string())])
 POLICY = "ufsMigrate(olderThan(1m), UFS[hdfs]:REMOVE, UFS[s3]:STORE)"
@@ -56,7 +72,7 @@ def lake(stack: dict[str, Any], s3_client: Any) -> Iterator[dict[str, Any]]:
         t = pa.table({"id": ids, "v": [f"row-{i}" for i in ids]}, schema=SCHEMA)
         for n in range(2):  # two files per partition
             path = hdfs_path(f"{location}/t/d={d}/part-{n}.parquet")
-            fs.create(path, parquet_bytes(t.slice(n * 25 * d, 25 * d)))
+            fs.write(path, parquet_bytes(t.slice(n * 25 * d, 25 * d)))
             if d <= 2:
                 fs.set_times(path, mtime_ms=old_ms)
         expected[d] = (len(ids), sum(ids))
@@ -96,7 +112,7 @@ def lake(stack: dict[str, Any], s3_client: Any) -> Iterator[dict[str, Any]]:
     add_policy(state, f"p-{tag}", f"/tpcds/{db}/t", POLICY)
     yield {"db": db, "location": location, "bucket": bucket, "policy": f"p-{tag}", "expected": expected}
     remove_policy(state, f"p-{tag}")
-    state.conn.close()
+    state.close()
     with connect(stack["hms"]) as c:
         c.drop_database(db, False, True)
     fs.delete(hdfs_path(location), recursive=True)
@@ -159,10 +175,10 @@ def test_policy_migrates_flips_and_removes(
     m = Migrator(config_for(stack, bucket, grace_period="0s"))
     try:
         assert m.run_once(lake["policy"]).counts == {"flipped": 2, "skipped": 2}
-        held = [u for u in m.store.units(lake["policy"]) if u["state"] == "flipped"]
+        held = [u for u in m.store.units(lake["policy"]) if u.state == "flipped"]
     finally:
         m.close()
-    assert all("write_back_to_hms" in u["last_error"] for u in held)
+    assert all("write_back_to_hms" in u.last_error for u in held)
     assert fs.exists(hdfs_path(f"{lake['location']}/t/d=1/part-0.parquet"))
 
     # with write-back the on-prem HMS gets the S3 location, then the HDFS copy goes
@@ -214,14 +230,14 @@ def test_unused_for_follows_reads_through_the_gateway(
         )
         assert m.last_read(f"{lake['location']}/t/d=2") is None
         report = m.run_once(name)
-        units = {u["part"]: u for u in m.store.units(name)}
+        units = {u.part: u for u in m.store.units(name)}
     finally:
         m.close()
         remove_policy(state, name)
-        state.conn.close()
+        state.close()
     assert report.counts == {"flipped": 1, "skipped": 3}
-    assert units["d=2"]["state"] == "flipped"
-    assert units["d=1"]["state"] == "skipped" and "unusedFor" in units["d=1"]["last_error"]
+    assert units["d=2"].state == "flipped"
+    assert units["d=1"].state == "skipped" and "unusedFor" in units["d=1"].last_error
 
 
 def stack_state(stack: dict[str, Any]) -> str:
@@ -273,41 +289,35 @@ def test_kill_9_at_many_points_keeps_the_invariants(
         assert r.returncode == 0, r.stderr.decode()[-2000:]
         time.sleep(2.5)
     check_invariants(stack, lake, s3_client, fs)
-    store = MigrationStore(stack_state(stack))
-    try:
-        units = {u["part"]: u for u in store.units(lake["policy"])}
-    finally:
-        store.close()
-    assert units["d=1"]["state"] == units["d=2"]["state"] == "removed"
+    with journal(stack) as store:
+        units = {u.part: u for u in store.units(lake["policy"])}
+    assert units["d=1"].state == units["d=2"].state == "removed"
     assert rows(trino_query, "onprem", db) == lake["expected"]
     assert rows(trino_query, "direct", db) == lake["expected"]
 
 
 def check_invariants(stack: dict[str, Any], lake: dict[str, Any], s3_client: Any, fs: WebHdfs) -> None:
-    store = MigrationStore(stack_state(stack))
-    try:
+    with journal(stack) as store:
         flips = load_flips(stack_state(stack))
         for u in store.units(lake["policy"]):
-            files = store.files(u["id"], u["attempt"])
-            assert u["copied_bytes"] <= u["bytes"], u  # never double-counted
-            flipped = u["source"] in flips
+            files = store.files(u.id, u.attempt)
+            assert u.copied_bytes <= u.bytes, u  # never double-counted
+            flipped = u.source in flips
             if flipped:  # invariant: a flipped unit has every file verified and present
-                assert flips[u["source"]] == u["dest"]
-                assert files and all(f["state"] == "verified" for f in files), u
-                bucket, prefix = u["dest"].split("://", 1)[1].split("/", 1)
+                assert flips[u.source] == u.dest
+                assert files and all(f.state == "verified" for f in files), u
+                bucket, prefix = u.dest.split("://", 1)[1].split("/", 1)
                 for f in files:
-                    head = s3_client.head_object(Bucket=bucket, Key=f"{prefix}/{f['rel']}")
-                    assert head["ContentLength"] == f["length"]
+                    head = s3_client.head_object(Bucket=bucket, Key=f"{prefix}/{f.rel}")
+                    assert head["ContentLength"] == f.length
             else:  # invariant: an unflipped unit still has all its source bytes
-                assert u["state"] not in ("flipped", "removing", "removed"), u
+                assert u.state not in ("flipped", "removing", "removed"), u
                 for d in (1, 2):
-                    if u["part"] == f"d={d}":
+                    if u.part == f"d={d}":
                         for n in range(2):
                             assert fs.exists(hdfs_path(f"{lake['location']}/t/d={d}/part-{n}.parquet"))
-            if u["state"] in ("removing", "removed") or u["written_back"]:
+            if u.state in ("removing", "removed") or u.written_back:
                 assert flipped, u
-    finally:
-        store.close()
 
 
 def _toml(raw: dict[str, Any]) -> str:
@@ -356,23 +366,31 @@ def test_copier_multipart_verify_and_a_changed_source(stack: dict[str, Any], s3_
     bucket = f"copier-{uuid.uuid4().hex[:8]}"
     s3_client.create_bucket(Bucket=bucket)
     data = os.urandom(11 * 1024 * 1024 + 17)
-    fs.create(f"{root}/big.bin", data)
-    copier = Copier(fs, s3_client, 5 * 1024 * 1024, 2)
+    fs.write(f"{root}/big.bin", data)
+    copier = Copier(fs, S3Ufs(config_for(stack, bucket).s3), 5 * 1024 * 1024, 2)
+    dest = f"s3://{bucket}/big.bin"
     try:
-        sha = copier.copy(f"{stack['hdfs']}{root}/big.bin", len(data), bucket, "big.bin")
+        sha = copier.copy(f"{stack['hdfs']}{root}/big.bin", len(data), dest)
         assert sha == hashlib.sha256(data).hexdigest()
         assert s3_client.get_object(Bucket=bucket, Key="big.bin")["Body"].read() == data
-        assert copier.verify(bucket, "big.bin", len(data), sha) == ""
+        assert copier.verify(dest, len(data), sha) == ""
         # a copy that is not the source's bytes never verifies, whatever its length
         s3_client.put_object(Bucket=bucket, Key="big.bin", Body=bytes(len(data)))
-        assert "differs" in copier.verify(bucket, "big.bin", len(data), sha)
-        assert "missing" in copier.verify(bucket, "nothing.bin", len(data), sha)
+        assert "differs" in copier.verify(dest, len(data), sha)
+        assert "missing" in copier.verify(f"s3://{bucket}/nothing.bin", len(data), sha)
         # a source shorter than recorded is a changed source, and no upload is left behind
         with pytest.raises(SourceChanged):
-            copier.copy(f"{stack['hdfs']}{root}/big.bin", len(data) + 5 * 1024 * 1024, bucket, "grown.bin")
+            copier.copy(
+                f"{stack['hdfs']}{root}/big.bin", len(data) + 5 * 1024 * 1024, f"s3://{bucket}/grown.bin"
+            )
         assert not s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+        # so is a source that is gone; a target bucket that is gone is not
+        with pytest.raises(SourceChanged, match="gone"):
+            copier.copy(f"{stack['hdfs']}{root}/gone.bin", 10, f"s3://{bucket}/gone.bin")
+        with pytest.raises(UfsNotFound, match="NoSuchBucket"):
+            copier.copy(f"{stack['hdfs']}{root}/big.bin", len(data), f"s3://no-{bucket}/big.bin")
     finally:
-        copier.pool.shutdown()
+        copier.close()
         fs.delete(root, recursive=True)
 
 
@@ -430,11 +448,11 @@ def test_faults_are_recorded_retried_and_harm_nothing(
     m = Migrator(config_for(stack, f"no-such-bucket-{uuid.uuid4().hex[:6]}"))
     try:
         assert m.run_once(lake["policy"]).counts == {"failed": 2, "skipped": 2}
-        failed = [u for u in m.store.units(lake["policy"]) if u["state"] == "failed"]
-        assert all("NoSuchBucket" in u["last_error"] and u["next_try"] > time.time() for u in failed)
+        failed = [u for u in m.store.units(lake["policy"]) if u.state == "failed"]
+        assert all("NoSuchBucket" in u.last_error and u.next_try > time.time() for u in failed)
         # before the backoff ends, a pass leaves them alone
         assert m.run_once(lake["policy"]).counts == {"failed": 2, "skipped": 2}
-        assert all(u["failures"] == 1 for u in m.store.units(lake["policy"]) if u["state"] == "failed")
+        assert all(u.failures == 1 for u in m.store.units(lake["policy"]) if u.state == "failed")
     finally:
         m.close()
     assert not load_flips(stack_state(stack)).keys() & {
@@ -454,13 +472,10 @@ def test_faults_are_recorded_retried_and_harm_nothing(
         m.close()
     assert report.counts == {} and "cannot list units through the HMS" in report.errors[0]
     # a file that changes under the copier: the attempt starts over and the new bytes move
-    store = MigrationStore(stack_state(stack))
-    try:
+    with journal(stack) as store:
         for u in store.units(lake["policy"]):
-            if u["state"] == "failed":
-                store.set_state(u["id"], "failed", next_try=0)  # end the backoff now
-    finally:
-        store.close()
+            if u.state == "failed":
+                store.set_state(u.id, "failed", next_try=0)  # end the backoff now
     m = Migrator(config_for(stack, bucket, grace_period="1h"))
     victim = hdfs_path(f"{lake['location']}/t/d=1/part-1.parquet")
     changed = {"done": False}
@@ -469,7 +484,7 @@ def test_faults_are_recorded_retried_and_harm_nothing(
         if step == "copy" and not changed["done"]:
             changed["done"] = True
             data = fs.read(victim)
-            fs.create(victim, data)  # the same bytes, but a new version of the file
+            fs.write(victim, data)  # the same bytes, but a new version of the file
             fs.set_times(victim, mtime_ms=int((time.time() - 7000) * 1000))
 
     m.before_step = before
@@ -479,16 +494,16 @@ def test_faults_are_recorded_retried_and_harm_nothing(
             # the rewrite raced a read of the same file (files copy side by side): that read
             # failed and was recorded; once the backoff is over, the unit goes on
             for u in m.store.units(lake["policy"]):
-                if u["state"] == "failed":
-                    assert u["last_error"]
-                    m.store.set_state(u["id"], "failed", next_try=0)
+                if u.state == "failed":
+                    assert u.last_error
+                    m.store.set_state(u.id, "failed", next_try=0)
             first = m.run_once(lake["policy"])
         assert first.counts == {"flipped": 2, "skipped": 2}
-        units = {u["part"]: u for u in m.store.units(lake["policy"])}
-        kinds = [e["kind"] for e in m.store.events(200) if e["unit_id"] == units["d=1"]["id"]]
+        units = {u.part: u for u in m.store.units(lake["policy"])}
+        kinds = [e["kind"] for e in m.store.events(200) if e["unit_id"] == units["d=1"].id]
     finally:
         m.close()
-    assert "source-changed" in kinds and units["d=1"]["attempt"] >= 2
+    assert "source-changed" in kinds and units["d=1"].attempt >= 2
     wait_for(lambda: paths(trino_query, db).get(1) == {f"s3://{bucket}"}, "the proxy")
     assert rows(trino_query, "onprem", db) == lake["expected"]
 
@@ -505,16 +520,15 @@ def test_the_scheduled_loop_runs_each_policy_and_stops_on_sigterm(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    store = MigrationStore(stack_state(stack))
     try:
+        with journal(stack) as store:
 
-        def states() -> dict[str, str]:
-            return {u["part"]: u["state"] for u in store.units(lake["policy"])}
+            def states() -> dict[str, str]:
+                return {u.part: u.state for u in store.units(lake["policy"])}
 
-        wait_for(lambda: states().get("d=1") == states().get("d=2") == "flipped", "the loop to flip", 60)
-        assert states()["d=3"] == "skipped"
+            wait_for(lambda: states().get("d=1") == states().get("d=2") == "flipped", "the loop to flip", 60)
+            assert states()["d=3"] == "skipped"
     finally:
-        store.close()
         proc.terminate()
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out.decode()[-2000:]

@@ -14,10 +14,10 @@ from metaproxy.mounts import (
     key_is_safe,
     load_mount_table,
     make_mount,
-    normalize_uri,
     remove_mount,
 )
 from metaproxy.state import open_state
+from metaproxy.uri import normalize_uri
 
 pytestmark = pytest.mark.unit
 

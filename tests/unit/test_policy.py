@@ -87,7 +87,7 @@ def test_policies_are_stored(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="mount path"):
         add_policy(db, "evil", "/tpcds/../etc", "ufsMigrate(olderThan(1m), UFS[s3]:STORE)")
     rows = list_policies(open_state(tmp_path / "state.db"))
-    assert [(r["name"], r["path"]) for r in rows] == [("sales", "/tpcds/store_sales")]
+    assert [(r.name, r.path) for r in rows] == [("sales", "/tpcds/store_sales")]
     remove_policy(db, "sales")
     assert list_policies(db) == []
     with pytest.raises(ValueError, match="no policy"):

@@ -1,0 +1,214 @@
+"""One client connection of the proxy, and the proxy's error boundary.
+
+Per call: read the whole request (walking it to find its end and its location strings) →
+refuse it if it writes and writes are not allowed → rewrite its locations inbound → forward →
+stream the reply back with its locations rewritten outbound. Bytes that are not locations are
+never decoded and never changed; a method the proxy does not know is forwarded as is.
+
+Error boundary: upstream replies (including Thrift exceptions) reach the client unchanged. The
+proxy's own failures become a ``MetaException("metaproxy: …")`` when the method declares one,
+else a ``TApplicationException``; a client that sends bytes that are not Thrift is disconnected.
+Either way the other clients are not affected, and a request is forwarded only once it has been
+read and rewritten completely. One audit line per call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+
+from metaproxy.config import ListenerConfig
+from metaproxy.proxy.metrics import CALLS, CONNECTIONS, LATENCY, REWRITTEN
+from metaproxy.proxy.shared import ProxyState
+from metaproxy.proxy.upstream import (
+    ClientGone,
+    ConnectionClosed,
+    Upstream,
+    UpstreamBroken,
+    UpstreamUnavailable,
+    read_message,
+)
+from metaproxy.rewrite import RewriteError
+from metaproxy.wire import binary, schema
+from metaproxy.wire.binary import CALL, ONEWAY, Malformed, MessageHeader, Scanned
+
+log = logging.getLogger("metaproxy.proxy")
+audit = logging.getLogger("metaproxy.audit")
+
+CREATING = re.compile(r"^(create_|add_|append_)")
+
+
+class Session:
+    """One client connection and its upstream connection."""
+
+    def __init__(self, state: ProxyState, listener: ListenerConfig, sock: socket.socket, peer: str) -> None:
+        self.state = state
+        self.listener = listener
+        self.sock = sock
+        self.peer = peer
+        ms = state.config.metastore
+        self.upstream = Upstream(ms.uris, ms.connect_timeout_s, ms.call_timeout_s)
+        self.limit = state.config.proxy.max_message_bytes
+
+    def serve(self) -> None:
+        buf = bytearray()
+        CONNECTIONS.labels(self.listener.profile).inc()
+        try:
+            while True:
+                try:
+                    req = read_message(self.sock, buf, self.state.request_schema, self.limit)
+                except ConnectionClosed:
+                    return
+                except Malformed as e:
+                    self._reject_malformed(buf, str(e))
+                    return
+                self.handle(req, buf)
+                del buf[: req.end]
+        except OSError as e:
+            log.debug("client %s: %s", self.peer, e)
+        finally:
+            CONNECTIONS.labels(self.listener.profile).dec()
+            self.upstream.reset()
+            with contextlib.suppress(OSError):
+                self.sock.close()
+
+    def _reject_malformed(self, buf: bytearray, why: str) -> None:
+        """Answer a PROTOCOL_ERROR when the header was readable, then drop the connection."""
+        CALLS.labels("<malformed>", "malformed").inc()
+        audit.info("client=%s method=<malformed> outcome=malformed detail=%r", self.peer, why[:200])
+        try:
+            h = binary.parse_header(buf)
+        except binary.WireError:
+            return
+        with contextlib.suppress(OSError):
+            self.sock.sendall(
+                binary.encode_application_exception(
+                    h.name, h.seqid, binary.PROTOCOL_ERROR, f"metaproxy: malformed request: {why}"
+                )
+            )
+
+    def _error_reply(self, h: MessageHeader, message: str, internal: bool = False) -> bytes:
+        info = schema.method(h.name)
+        if info is not None and info.meta_exception_fid is not None:
+            return binary.encode_exception_reply(h.name, h.seqid, info.meta_exception_fid, message)
+        kind = binary.INTERNAL_ERROR if internal else binary.UNKNOWN_METHOD
+        return binary.encode_application_exception(h.name, h.seqid, kind, message)
+
+    def handle(self, req: Scanned, buf: bytearray) -> None:
+        """Answer one call (the request is ``buf[:req.end]``), and account for it."""
+        h = req.header
+        call = _Call(time.perf_counter())
+        try:
+            if h.mtype not in (CALL, ONEWAY):
+                raise _Refused(f"metaproxy: expected a call, got message type {h.mtype}")
+            call.dbs = self._check_write(h, req, buf)
+            self._forward(h, req, buf, call)
+        except (UpstreamBroken, ClientGone) as e:
+            call.outcome, call.detail = "aborted", str(e)
+            log.warning("client %s: %s", self.peer, e)
+            raise OSError(str(e)) from e
+        except _Refused as e:
+            call.outcome, call.detail = "refused", str(e)
+            self.sock.sendall(self._error_reply(h, str(e)))
+        except UpstreamUnavailable as e:
+            call.outcome, call.detail = "upstream_unavailable", str(e)
+            log.warning("%s", e)
+            self.sock.sendall(self._error_reply(h, f"metaproxy: {e}", internal=True))
+        except Malformed as e:
+            call.outcome, call.detail = "malformed", str(e)
+            self.sock.sendall(self._error_reply(h, f"metaproxy: malformed message: {e}", internal=True))
+        finally:
+            self._account(h, req, call)
+
+    def _check_write(self, h: MessageHeader, req: Scanned, buf: bytearray) -> list[str]:
+        """The databases a write call names; :class:`_Refused` if writing is not allowed."""
+        info = schema.method(h.name)
+        if not (info.write if info else schema.is_write(h.name)):
+            return []
+        dbs: list[str] = []
+        if info is not None:
+            try:
+                dbs = schema.database_names(info, bytes(buf[h.body_start : req.end]))
+            except Exception as e:
+                raise _Refused(f"metaproxy: cannot read the arguments of {h.name}: {e}") from None
+        refusal = self.state.write_refusal(h.name, dbs)
+        if refusal:
+            raise _Refused(refusal)
+        return dbs
+
+    def _forward(self, h: MessageHeader, req: Scanned, buf: bytearray, call: _Call) -> None:
+        """Rewrite the request inbound, send it, stream the reply back rewritten outbound."""
+        rewriter = self.state.rewriters[self.listener.profile]
+        creating = bool(CREATING.match(h.name))
+
+        def inbound(loc: str, kind: str) -> str | None:
+            new = rewriter.inbound(loc, creating=creating, kind=kind)
+            if new is not None and new != loc:
+                call.rewritten_in += 1
+            return new
+
+        def outbound(loc: str, kind: str) -> str | None:
+            new = rewriter.outbound(loc, kind)
+            if new is not None and new != loc:
+                call.rewritten_out += 1
+            return new
+
+        try:
+            out = binary.splice(buf, req.end, req.spans, inbound) if req.spans else None
+        except RewriteError as e:
+            raise _Refused(f"metaproxy: {e}") from None
+        request = out if out is not None else memoryview(buf)[: req.end]
+        try:
+            if h.mtype == ONEWAY:
+                self.upstream.call(request, True, self.limit)
+                return
+            reply = self.upstream.relay(
+                request, self.sock, outbound, self.limit, reply_schema=self.state.reply_schema
+            )
+        finally:
+            if isinstance(request, memoryview):
+                request.release()
+        if reply.mtype == binary.EXCEPTION:
+            call.outcome = "upstream_exception"
+
+    def _account(self, h: MessageHeader, req: Scanned, call: _Call) -> None:
+        elapsed = time.perf_counter() - call.started
+        CALLS.labels(h.name, call.outcome).inc()
+        LATENCY.labels(h.name).observe(elapsed)
+        if call.rewritten_in:
+            REWRITTEN.labels("inbound").inc(call.rewritten_in)
+        if call.rewritten_out:
+            REWRITTEN.labels("outbound").inc(call.rewritten_out)
+        audit.info(
+            "client=%s profile=%s method=%s dbs=%s outcome=%s ms=%.2f in=%d rewritten_in=%d rewritten_out=%d%s",
+            self.peer,
+            self.listener.profile,
+            h.name,
+            ",".join(call.dbs) or "-",
+            call.outcome,
+            elapsed * 1000,
+            req.end,
+            call.rewritten_in,
+            call.rewritten_out,
+            f" detail={call.detail[:300]!r}" if call.detail else "",
+        )
+
+
+@dataclass
+class _Call:
+    """What one call did, for its metrics and audit line."""
+
+    started: float
+    outcome: str = "ok"
+    detail: str = ""
+    dbs: list[str] = field(default_factory=list)
+    rewritten_in: int = 0
+    rewritten_out: int = 0
+
+
+class _Refused(Exception):  # noqa: N818
+    """The proxy answers the call itself with this message."""

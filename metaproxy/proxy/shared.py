@@ -1,0 +1,108 @@
+"""What every connection of the proxy shares: the rules in force and the write policy.
+
+The rules — mounts (config file + state DB), the migration loop's flips, and one
+:class:`~metaproxy.rewrite.Rewriter` per profile — are reloaded every ``[proxy] mount_refresh``
+and swapped in whole when they change, so a call always sees one consistent set.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from metaproxy.config import Config
+from metaproxy.mounts import MountTable, load_mount_table
+from metaproxy.proxy.upstream import reply_schema, reply_schema_db, request_schema, request_schema_db
+from metaproxy.rewrite import Rewriter
+from metaproxy.state import StateDB, open_state
+from metaproxy.state.units import load_flips
+
+log = logging.getLogger("metaproxy.proxy")
+
+
+@dataclass
+class ProxyState:
+    """What every connection shares: config, and the current rewriter per profile."""
+
+    config: Config
+    #: the flips to serve; by default those the migration loop recorded in the state DB
+    flips_source: Callable[[], Mapping[str, str]] | None = None
+    rewriters: dict[str, Rewriter] = field(default_factory=dict)
+    mounts: MountTable = field(default_factory=MountTable)
+    version: int = 0
+    writable: list[re.Pattern[str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        ms = self.config.metastore
+        self.writable = [re.compile(p) for p in ms.writable_databases]
+        maps_dbs = bool(ms.database_prefix or ms.database_map)
+        self.request_schema = request_schema_db if maps_dbs else request_schema
+        self.reply_schema = reply_schema_db if maps_dbs else reply_schema
+        self._db: StateDB | None = None
+        self.refresh()
+
+    def _state(self) -> StateDB:
+        if self._db is None:
+            self._db = open_state(self.config.state_path)
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def refresh(self) -> None:
+        """Reload mounts (config + state DB) and flips; swap in new rewriters if they changed."""
+        try:
+            mounts = load_mount_table(self.config, self._state())
+        except Exception as e:  # a broken state DB must not take the proxy down
+            log.warning("could not reload mounts from %s: %s", self.config.state_path, e)
+            mounts = self.mounts if self.mounts.mounts else load_mount_table(self.config, None)
+        try:
+            flips = dict(self.flips_source() if self.flips_source is not None else load_flips(self._state()))
+        except Exception as e:
+            log.warning("could not reload flips: %s", e)
+            flips = {}
+        key = (mounts.mounts, tuple(sorted(flips.items())))
+        if self.rewriters and key == getattr(self, "_key", None):
+            return
+        self._key = key
+        self.mounts = mounts
+        ms = self.config.metastore
+        self.rewriters = {
+            p: Rewriter.build(
+                p,
+                mounts,
+                self.config.gateway.bucket,
+                flips,
+                write_back=self.config.migrate.write_back_to_hms,
+                db_map=ms.database_map,
+                db_prefix=ms.database_prefix,
+            )
+            for p in ("cloud", "onprem", "passthrough")
+        }
+        self.version += 1
+        log.info("rules v%d: %d mounts, %d flipped units", self.version, len(mounts), len(flips))
+
+    def write_refusal(self, method: str, databases: list[str]) -> str | None:
+        """Why a write call is refused, or None if it is allowed."""
+        ms = self.config.metastore
+        if not ms.allow_writes:
+            return (
+                f"metaproxy: {method} changes the metastore and the proxy is read-only; "
+                f"set [metastore] allow_writes = true (and writable_databases) in {self.config.source} to allow it"
+            )
+        if self.writable:
+            if not databases:
+                return (
+                    f"metaproxy: {method} names no database; writable_databases allows only listed databases"
+                )
+            for db in databases:
+                if not any(p.fullmatch(db) for p in self.writable):
+                    return (
+                        f"metaproxy: database {db!r} is not writable through the proxy; "
+                        f"add it to [metastore] writable_databases in {self.config.source}"
+                    )
+        return None

@@ -1,0 +1,49 @@
+"""The gateway's persistent cache rules (pins and TTLs) and its read log (for ``unusedFor``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from metaproxy.state.db import StateDB
+
+PIN = "pin"
+TTL = "ttl"
+
+
+def cache_rules(db: StateDB) -> tuple[dict[str, float], dict[str, float]]:
+    """``(pins, ttls)``: gateway key prefix → pinned-at (wall clock) / TTL in seconds."""
+    pins: dict[str, float] = {}
+    ttls: dict[str, float] = {}
+    for row in db.query("SELECT kind, path, value FROM cache_rules"):
+        (pins if row["kind"] == PIN else ttls)[row["path"]] = float(row["value"])
+    return pins, ttls
+
+
+def save_cache_rule(db: StateDB, kind: str, path: str, value: float | None) -> None:
+    """Store a rule, or delete it when ``value`` is None."""
+    if value is None:
+        db.execute("DELETE FROM cache_rules WHERE kind = ? AND path = ?", [kind, path])
+    else:
+        db.execute(
+            "INSERT INTO cache_rules (kind, path, value) VALUES (?, ?, ?)"
+            " ON CONFLICT(kind, path) DO UPDATE SET value = excluded.value",
+            [kind, path, value],
+        )
+
+
+def record_reads(db: StateDB, reads: Mapping[str, float]) -> None:
+    """Note when each gateway key was last read (a later time wins)."""
+    db.executemany(
+        "INSERT INTO reads (key, last_read) VALUES (?, ?)"
+        " ON CONFLICT(key) DO UPDATE SET last_read = max(last_read, excluded.last_read)",
+        list(reads.items()),
+    )
+
+
+def last_read(db: StateDB, key: str) -> float | None:
+    """When anything at or below gateway key ``key`` was last read (None: never recorded)."""
+    rows = db.query(
+        "SELECT max(last_read) AS t FROM reads WHERE key = ? OR substr(key, 1, ?) = ?",
+        [key, len(key) + 1, key + "/"],
+    )
+    return float(rows[0]["t"]) if rows and rows[0]["t"] is not None else None
