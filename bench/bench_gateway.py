@@ -239,116 +239,133 @@ ufs = "{stack["hdfs"]}{hdfs_root}"
     return proc, port, admin
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--rounds", type=int, default=15, help="cold rounds per side")
-    ap.add_argument("--warm-rounds", type=int, default=5, help="warm rounds per side")
-    args = ap.parse_args()
-    stack = Stack().up()
+class Setup:
+    """The object on local disk (for nginx) and on HDFS (for the gateways and WebHDFS)."""
+
     size = 64 * MiB
     rng_size = 8 * MiB
     readers = 8
-    per_reader = 4 if args.quick else 12
-    data = os.urandom(size)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-gw-"))
-    (workdir / "www").mkdir()
-    (workdir / "www" / "object.bin").write_bytes(data)
-    # nginx's workers drop to an unprivileged user when started as root: let them read the file
-    workdir.chmod(0o755)
-    (workdir / "www").chmod(0o755)
-    (workdir / "www" / "object.bin").chmod(0o644)
-    fs = WebHdfs(stack["webhdfs"])
-    hdfs_root = "/bench-gateway"
-    fs.create(f"{hdfs_root}/object.bin", data)
-    procs: list[subprocess.Popen[bytes]] = []
-    results: dict[str, Any] = {"object_mib": size // MiB, "range_mib": rng_size // MiB, "readers": readers}
-    try:
-        nginx, nport = start_nginx(workdir / "www", workdir)
-        procs.append(nginx)
-        gw, gport, _ = start_gateway(stack, workdir, hdfs_root, "warm")
-        procs.append(gw)
-        endpoint = f"http://127.0.0.1:{gport}"
-        path = "/metaproxy/" + quote("bench/object.bin")
-        # fill the cache, then measure both sides alternately
-        run_readers("127.0.0.1", gport, path, size, 1, size // rng_size, rng_size, endpoint)
-        warm = {"nginx": [], "gateway": []}  # type: dict[str, list[float]]
-        for _ in range(2 if args.quick else args.warm_rounds):
-            warm["nginx"].append(
-                run_readers("127.0.0.1", nport, "/object.bin", size, readers, per_reader, rng_size, None)
-            )
-            warm["gateway"].append(
-                run_readers("127.0.0.1", gport, path, size, readers, per_reader, rng_size, endpoint)
-            )
-        results["warm_rounds_mb_s"] = warm
-        results["warm_mb_s"] = {k: statistics.median(v) for k, v in warm.items()}
-        # growth: warm throughput as readers are added (both sides, same ranges)
-        results["warm_by_readers"] = {}
-        for n in (1, 2, 4, 8, 16):
-            results["warm_by_readers"][n] = {
-                "nginx": run_readers("127.0.0.1", nport, "/object.bin", size, n, 4, rng_size, None),
-                "gateway": run_readers("127.0.0.1", gport, path, size, n, 4, rng_size, endpoint),
-            }
-        results["warm_ratio"] = results["warm_mb_s"]["gateway"] / results["warm_mb_s"]["nginx"]
-        # cold: a gateway whose cache is emptied before each of its rounds vs WebHDFS, the same
-        # sequential 8 MiB ranges with the same client; rounds alternate, the median counts
-        cold_gw, cport, cadmin = start_gateway(stack, workdir, hdfs_root, "cold")
-        procs.append(cold_gw)
-        cendpoint = f"http://127.0.0.1:{cport}"
-        buf = bytearray(rng_size)
-        wh = urlsplit(stack["webhdfs"])
-        cold: dict[str, list[float]] = {"webhdfs": [], "gateway": []}
-        # warm-up, not measured: a DataNode just started serves its first reads at half speed
-        # (JIT), which would flatter whichever side comes second
-        for _ in range(3):
-            for start in range(0, size, rng_size):
-                webhdfs_get(
-                    wh.hostname or "127.0.0.1", wh.port or 80, f"{hdfs_root}/object.bin", start, rng_size, buf
-                )
-            requests.post(f"http://127.0.0.1:{cadmin}/cache/free", json={"path": "/bench"}, timeout=60)
-            for start in range(0, size, rng_size):
-                rng = f"bytes={start}-{start + rng_size - 1}"
-                http_get("127.0.0.1", cport, path, signed_headers(cendpoint, path, rng), buf)
-        cpu_s = 0.0
-        for _ in range(5 if args.quick else args.rounds):
-            t0 = time.perf_counter()
-            for start in range(0, size, rng_size):
-                got = webhdfs_get(
-                    wh.hostname or "127.0.0.1", wh.port or 80, f"{hdfs_root}/object.bin", start, rng_size, buf
-                )
-                assert got == rng_size
-            cold["webhdfs"].append(size / (time.perf_counter() - t0) / 1e6)
-            freed = requests.post(
-                f"http://127.0.0.1:{cadmin}/cache/free", json={"path": "/bench"}, timeout=60
-            )
-            freed.raise_for_status()
-            c0 = cpu_seconds(cold_gw.pid)
-            t0 = time.perf_counter()
-            for start in range(0, size, rng_size):
-                rng = f"bytes={start}-{start + rng_size - 1}"
-                http_get("127.0.0.1", cport, path, signed_headers(cendpoint, path, rng), buf)
-            cold["gateway"].append(size / (time.perf_counter() - t0) / 1e6)
-            cpu_s += cpu_seconds(cold_gw.pid) - c0
-        results["cold_rounds_mb_s"] = cold
-        results["cold_mb_s"] = {k: statistics.median(v) for k, v in cold.items()}
-        results["cold_ratio"] = results["cold_mb_s"]["gateway"] / results["cold_mb_s"]["webhdfs"]
-        per_round = sorted(g / w for g, w in zip(cold["gateway"], cold["webhdfs"], strict=True))
-        results["cold_round_ratio_quartiles"] = statistics.quantiles(per_round, n=4)
-        results["cold_gateway_cpu_s_per_gb"] = cpu_s / (len(cold["gateway"]) * size / 1e9)
-        results["webhdfs"] = f"{wh.hostname}:{wh.port}"
-    finally:
-        for p in procs:
+
+    def __init__(self, stack: dict[str, Any]) -> None:
+        self.stack = stack
+        self.data = os.urandom(self.size)
+        self.workdir = Path(tempfile.mkdtemp(prefix="bench-gw-"))
+        www = self.workdir / "www"
+        www.mkdir()
+        (www / "object.bin").write_bytes(self.data)
+        # nginx's workers drop to an unprivileged user when started as root: let them read the file
+        self.workdir.chmod(0o755)
+        www.chmod(0o755)
+        (www / "object.bin").chmod(0o644)
+        self.fs = WebHdfs(stack["webhdfs"])
+        self.hdfs_root = "/bench-gateway"
+        self.fs.write(f"{self.hdfs_root}/object.bin", self.data)
+        self.path = "/metaproxy/" + quote("bench/object.bin")
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def close(self) -> None:
+        for p in self.procs:
             p.terminate()
-        for p in procs:
+        for p in self.procs:
             p.wait(10)
-        fs.delete(hdfs_root, recursive=True)
-        shutil.rmtree(workdir, ignore_errors=True)
-    OUT.mkdir(exist_ok=True)
-    (OUT / "gateway.json").write_text(json.dumps(results, indent=2))
+        self.fs.delete(self.hdfs_root, recursive=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def measure_warm(st: Setup, rounds: int, per_reader: int, results: dict[str, Any]) -> None:
+    """Warm: nginx beside the gateway's memory tier, rounds alternating; then by readers."""
+    nginx, nport = start_nginx(st.workdir / "www", st.workdir)
+    st.procs.append(nginx)
+    gw, gport, _ = start_gateway(st.stack, st.workdir, st.hdfs_root, "warm")
+    st.procs.append(gw)
+    endpoint = f"http://127.0.0.1:{gport}"
+    size, rng = st.size, st.rng_size
+    # fill the cache, then measure both sides alternately
+    run_readers("127.0.0.1", gport, st.path, size, 1, size // rng, rng, endpoint)
+    warm: dict[str, list[float]] = {"nginx": [], "gateway": []}
+    for _ in range(rounds):
+        warm["nginx"].append(
+            run_readers("127.0.0.1", nport, "/object.bin", size, st.readers, per_reader, rng, None)
+        )
+        warm["gateway"].append(
+            run_readers("127.0.0.1", gport, st.path, size, st.readers, per_reader, rng, endpoint)
+        )
+    results["warm_rounds_mb_s"] = warm
+    results["warm_mb_s"] = {k: statistics.median(v) for k, v in warm.items()}
+    results["warm_ratio"] = results["warm_mb_s"]["gateway"] / results["warm_mb_s"]["nginx"]
+    # growth: warm throughput as readers are added (both sides, same ranges)
+    results["warm_by_readers"] = {
+        n: {
+            "nginx": run_readers("127.0.0.1", nport, "/object.bin", size, n, 4, rng, None),
+            "gateway": run_readers("127.0.0.1", gport, st.path, size, n, 4, rng, endpoint),
+        }
+        for n in (1, 2, 4, 8, 16)
+    }
+
+
+def measure_cold(st: Setup, rounds: int, results: dict[str, Any]) -> None:
+    """Cold: a gateway whose cache is emptied before each of its rounds beside WebHDFS, the same
+    sequential ranges with the same client; rounds alternate, the median counts."""
+    cold_gw, cport, cadmin = start_gateway(st.stack, st.workdir, st.hdfs_root, "cold")
+    st.procs.append(cold_gw)
+    cendpoint = f"http://127.0.0.1:{cport}"
+    buf = bytearray(st.rng_size)
+    wh = urlsplit(st.stack["webhdfs"])
+    starts = range(0, st.size, st.rng_size)
+
+    def webhdfs_round() -> None:
+        for start in starts:
+            got = webhdfs_get(
+                wh.hostname or "127.0.0.1",
+                wh.port or 80,
+                f"{st.hdfs_root}/object.bin",
+                start,
+                st.rng_size,
+                buf,
+            )
+            assert got == st.rng_size
+
+    def gateway_round() -> None:
+        requests.post(
+            f"http://127.0.0.1:{cadmin}/cache/free", json={"path": "/bench"}, timeout=60
+        ).raise_for_status()
+        for start in starts:
+            rng = f"bytes={start}-{start + st.rng_size - 1}"
+            http_get("127.0.0.1", cport, st.path, signed_headers(cendpoint, st.path, rng), buf)
+
+    # warm-up, not measured: a DataNode just started serves its first reads at half speed
+    # (JIT), which would flatter whichever side comes second
+    for _ in range(3):
+        webhdfs_round()
+        free()
+        gateway_round()
+    cold: dict[str, list[float]] = {"webhdfs": [], "gateway": []}
+    cpu_s = 0.0
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        webhdfs_round()
+        cold["webhdfs"].append(st.size / (time.perf_counter() - t0) / 1e6)
+        free()
+        c0 = cpu_seconds(cold_gw.pid)
+        t0 = time.perf_counter()
+        gateway_round()
+        cold["gateway"].append(st.size / (time.perf_counter() - t0) / 1e6)
+        cpu_s += cpu_seconds(cold_gw.pid) - c0
+    results["cold_rounds_mb_s"] = cold
+    results["cold_mb_s"] = {k: statistics.median(v) for k, v in cold.items()}
+    results["cold_ratio"] = results["cold_mb_s"]["gateway"] / results["cold_mb_s"]["webhdfs"]
+    per_round = sorted(g / w for g, w in zip(cold["gateway"], cold["webhdfs"], strict=True))
+    results["cold_round_ratio_quartiles"] = statistics.quantiles(per_round, n=4)
+    results["cold_gateway_cpu_s_per_gb"] = cpu_s / (len(cold["gateway"]) * st.size / 1e9)
+    results["webhdfs"] = f"{wh.hostname}:{wh.port}"
+
+
+def report(results: dict[str, Any]) -> None:
     w, c = results["warm_mb_s"], results["cold_mb_s"]
     wr = len(results["warm_rounds_mb_s"]["gateway"])
     print(
-        f"\nwarm, {readers} readers x {rng_size // MiB} MiB ranges over {size // MiB} MiB (median of {wr} rounds):"
+        f"\nwarm, {results['readers']} readers x {results['range_mib']} MiB ranges over {results['object_mib']} MiB"
+        f" (median of {wr} rounds):"
     )
     print(f"  nginx (sendfile, local disk) {w['nginx']:8.0f} MB/s")
     print(
@@ -358,7 +375,7 @@ def main() -> None:
     for n, row in results["warm_by_readers"].items():
         print(f"  {n:3d} {row['nginx']:8.0f} {row['gateway']:8.0f} {row['gateway'] / row['nginx']:6.2f}")
     rounds = len(results["cold_rounds_mb_s"]["gateway"])
-    print(f"cold, one reader, sequential {rng_size // MiB} MiB ranges (median of {rounds} rounds):")
+    print(f"cold, one reader, sequential {results['range_mib']} MiB ranges (median of {rounds} rounds):")
     print(f"  WebHDFS direct               {c['webhdfs']:8.0f} MB/s")
     print(
         f"  gateway (empty cache)        {c['gateway']:8.0f} MB/s   ratio {results['cold_ratio']:.2f}  (goal >= 0.9)"
@@ -366,6 +383,28 @@ def main() -> None:
     q = results["cold_round_ratio_quartiles"]
     print(f"  per-round ratios: quartiles {q[0]:.2f} / {q[1]:.2f} / {q[2]:.2f}")
     print(f"  gateway CPU per GB served cold: {results['cold_gateway_cpu_s_per_gb']:.2f} s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--rounds", type=int, default=15, help="cold rounds per side")
+    ap.add_argument("--warm-rounds", type=int, default=5, help="warm rounds per side")
+    args = ap.parse_args()
+    st = Setup(Stack().up())
+    results: dict[str, Any] = {
+        "object_mib": st.size // MiB,
+        "range_mib": st.rng_size // MiB,
+        "readers": st.readers,
+    }
+    try:
+        measure_warm(st, 2 if args.quick else args.warm_rounds, 4 if args.quick else 12, results)
+        measure_cold(st, 5 if args.quick else args.rounds, results)
+    finally:
+        st.close()
+    OUT.mkdir(exist_ok=True)
+    (OUT / "gateway.json").write_text(json.dumps(results, indent=2))
+    report(results)
 
 
 if __name__ == "__main__":

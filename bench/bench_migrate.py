@@ -29,7 +29,9 @@ from typing import Any
 import boto3
 from boto3.s3.transfer import TransferConfig
 
+from metaproxy.config import S3Config
 from metaproxy.migrate.copier import Copier
+from metaproxy.ufs.s3 import S3Ufs
 from metaproxy.ufs.webhdfs import WebHdfs
 from metaproxy_devstack.launcher import Stack
 
@@ -39,13 +41,8 @@ PART = 16 * MiB
 PARALLEL = 4
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--files", type=int, default=4)
-    ap.add_argument("--mib", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=5)
-    args = ap.parse_args()
-    stack = Stack().up()
+def measure(stack: dict[str, Any], files: int, mib: int, rounds: int) -> dict[str, list[float]]:
+    """MB/s per round of each side: s3transfer from local disk, the copier, copier + verify."""
     s3 = boto3.client(
         "s3",
         endpoint_url=stack["s3"],
@@ -58,48 +55,67 @@ def main() -> None:
     s3.create_bucket(Bucket=bucket)
     work = Path(tempfile.mkdtemp(prefix="bench-migrate-"))
     root = "/bench-migrate"
-    size = args.mib * MiB
-    names = [f"f{i}.bin" for i in range(args.files)]
+    size = mib * MiB
+    names = [f"f{i}.bin" for i in range(files)]
     for n in names:
         data = os.urandom(size)
         (work / n).write_bytes(data)
-        fs.create(f"{root}/{n}", data)
+        fs.write(f"{root}/{n}", data)
     total = size * len(names)
-    copier = Copier(fs, s3, PART, PARALLEL)
-    files = ThreadPoolExecutor(PARALLEL)
+    target = S3Ufs(
+        S3Config(stack["s3"], stack["s3_region"], stack["s3_access_key"], stack["s3_secret_key"]), client=s3
+    )
+    copier = Copier(fs, target, PART, PARALLEL)
+    pool = ThreadPoolExecutor(PARALLEL)
     tc = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART, max_concurrency=PARALLEL)
     runs: dict[str, list[float]] = {"s3transfer": [], "copy": [], "copy_verify": []}
+
+    def timed(side: str, work: Any) -> Any:
+        t0 = time.perf_counter()
+        out = work()
+        runs[side].append(total / (time.perf_counter() - t0) / 1e6)
+        return out
+
     try:
-        for r in range(args.rounds):
-            t0 = time.perf_counter()
-            for n in names:
-                s3.upload_file(str(work / n), bucket, f"base/{r}/{n}", Config=tc)
-            runs["s3transfer"].append(total / (time.perf_counter() - t0) / 1e6)
-            # files side by side, as the migration loop copies the files of a unit
-            t0 = time.perf_counter()
-            shas = list(
-                files.map(
-                    lambda n, r=r: copier.copy(f"hdfs://x{root}/{n}", size, bucket, f"copy/{r}/{n}"), names
-                )
+        for r in range(rounds):
+            timed(
+                "s3transfer",
+                lambda r=r: [
+                    s3.upload_file(str(work / n), bucket, f"base/{r}/{n}", Config=tc) for n in names
+                ],
             )
-            runs["copy"].append(total / (time.perf_counter() - t0) / 1e6)
+            # files side by side, as the migration loop copies the files of a unit
+            shas = timed(
+                "copy",
+                lambda r=r: list(
+                    pool.map(lambda n: copier.copy(f"{root}/{n}", size, f"s3://{bucket}/copy/{r}/{n}"), names)
+                ),
+            )
+            assert len(set(shas)) == len(names)
 
             def copy_verify(n: str, r: int = r) -> None:
-                sha = copier.copy(f"hdfs://x{root}/{n}", size, bucket, f"verify/{r}/{n}")
-                assert copier.verify(bucket, f"verify/{r}/{n}", size, sha) == ""
+                dest = f"s3://{bucket}/verify/{r}/{n}"
+                assert copier.verify(dest, size, copier.copy(f"{root}/{n}", size, dest)) == ""
 
-            t0 = time.perf_counter()
-            list(files.map(copy_verify, names))
-            runs["copy_verify"].append(total / (time.perf_counter() - t0) / 1e6)
-            assert len(set(shas)) == len(names)
+            timed("copy_verify", lambda: list(pool.map(copy_verify, names)))
     finally:
-        copier.pool.shutdown()
-        files.shutdown()
+        copier.close()
+        pool.shutdown()
         fs.delete(root, recursive=True)
         shutil.rmtree(work, ignore_errors=True)
+    return runs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", type=int, default=4)
+    ap.add_argument("--mib", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    runs = measure(Stack().up(), args.files, args.mib, args.rounds)
     med = {k: statistics.median(v) for k, v in runs.items()}
     results: dict[str, Any] = {
-        "files": len(names),
+        "files": args.files,
         "file_mib": args.mib,
         "part_mib": PART // MiB,
         "parallel": PARALLEL,
@@ -111,7 +127,7 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     (OUT / "migrate.json").write_text(json.dumps(results, indent=2))
     print(
-        f"\n{len(names)} files x {args.mib} MiB, parts of {PART // MiB} MiB, {PARALLEL} at once (median of {args.rounds}):"
+        f"\n{args.files} files x {args.mib} MiB, parts of {PART // MiB} MiB, {PARALLEL} at once (median of {args.rounds}):"
     )
     print(f"  s3transfer upload_file from local disk   {med['s3transfer']:7.0f} MB/s")
     print(
