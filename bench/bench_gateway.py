@@ -325,10 +325,12 @@ def measure_cold(st: Setup, rounds: int, results: dict[str, Any]) -> None:
             )
             assert got == st.rng_size
 
-    def gateway_round() -> None:
+    def free() -> None:
         requests.post(
             f"http://127.0.0.1:{cadmin}/cache/free", json={"path": "/bench"}, timeout=60
         ).raise_for_status()
+
+    def gateway_round() -> None:
         for start in starts:
             rng = f"bytes={start}-{start + st.rng_size - 1}"
             http_get("127.0.0.1", cport, st.path, signed_headers(cendpoint, st.path, rng), buf)
