@@ -2,7 +2,7 @@
 
 Each request gets a request id; whatever a route raises becomes an S3 error document with the
 right status (:func:`error_response`, a plain function), and every request is counted once by
-operation and status. The routes only name their operation (``request["op"]``)::
+operation and status. The routes only name their operation (``request[OP]``)::
 
     s3api.S3Error (carries its code)  → that status and code
     UfsNotFound                       → 404 NoSuchKey
@@ -32,6 +32,11 @@ _request_numbers = itertools.count()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+#: the S3 operation a request turned out to be (set by the routes; for the metrics)
+OP = web.RequestKey("op", str)
+#: the request's id (in every error document and response)
+REQUEST_ID = web.RequestKey("request_id", str)
+
 
 def as_s3_error(e: Exception, where: str = "") -> s3api.S3Error:
     """The S3 error a failure is answered with."""
@@ -60,13 +65,13 @@ def error_response(e: Exception, method: str, request_id: str, where: str = "") 
 @web.middleware
 async def s3_boundary(request: web.Request, handler: Handler) -> web.StreamResponse:
     rid = f"{_RID_PREFIX}{next(_request_numbers):08x}"
-    request["rid"] = rid
-    request["op"] = "unknown"
+    request[REQUEST_ID] = rid
+    request[OP] = "unknown"
     try:
         resp = await handler(request)
     except web.HTTPException:
         raise
     except Exception as e:
         resp = error_response(e, request.method, rid, request.path)
-    REQUESTS.labels(request["op"], str(resp.status)).inc()
+    REQUESTS.labels(request[OP], str(resp.status)).inc()
     return resp

@@ -28,7 +28,7 @@ from metaproxy.cache import listing, s3api
 from metaproxy.cache.blocks import Lease
 from metaproxy.cache.gateway import Gateway, Resolved
 from metaproxy.cache.metrics import READ_AHEAD
-from metaproxy.cache.middleware import s3_boundary
+from metaproxy.cache.middleware import OP, s3_boundary
 from metaproxy.ufs import FileStatus
 
 T = TypeVar("T")
@@ -111,30 +111,30 @@ class S3Routes:
             raise s3api.NoSuchBucket("no such bucket", bucket)
         query = parse_qs(raw_query, keep_blank_values=True)
         if request.method == "POST":
-            request["op"] = "Post"
+            request[OP] = "Post"
             raise s3api.NotImplementedS3(
                 "multipart uploads and multi-object deletes are not supported by this gateway", key
             )
         if request.method in ("PUT", "DELETE"):
-            request["op"] = "PutObject" if request.method == "PUT" else "DeleteObject"
+            request[OP] = "PutObject" if request.method == "PUT" else "DeleteObject"
             return await self.write_object(request, key, query, headers)
         if key:
-            request["op"] = "HeadObject" if request.method == "HEAD" else "GetObject"
+            request[OP] = "HeadObject" if request.method == "HEAD" else "GetObject"
             return await self.get_object(request, key)
         return await self.bucket(request, query)
 
     async def bucket(self, request: web.Request, query: dict[str, list[str]]) -> web.Response:
         if "location" in query:
-            request["op"] = "GetBucketLocation"
+            request[OP] = "GetBucketLocation"
             body = (
                 '<?xml version="1.0" encoding="UTF-8"?>\n<LocationConstraint '
                 f'xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{self.g.region}</LocationConstraint>'
             ).encode()
             return web.Response(body=body, content_type="application/xml")
         if request.method == "HEAD":
-            request["op"] = "HeadBucket"
+            request[OP] = "HeadBucket"
             return web.Response(status=200)
-        request["op"] = "ListObjectsV2"
+        request[OP] = "ListObjectsV2"
         q = listing.ListQuery.parse(query)
         entries = await self._run(self.gw.list_entries, q.prefix)
         body = listing.page_xml(self.g.bucket, q, listing.page(entries, q))
