@@ -14,7 +14,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,8 @@ from metaproxy_devstack.components.services import gateway_ready, prepare_gatewa
 from metaproxy_devstack.components.trino import prepare_trino, trino_ready
 from metaproxy_devstack.components.wan import prepare_wan, wan_ready
 from metaproxy_devstack.install import install_java
-from metaproxy_devstack.procs import free_port, log_tail, pid_alive, spawn, stop_group
+from metaproxy_devstack.layout import StackLayout
+from metaproxy_devstack.procs import log_tail, pid_alive, spawn, stop_group
 
 __all__ = ["COMPONENTS", "Component", "Stack", "StackError", "endpoints_path", "load_endpoints", "stack_dir"]
 
@@ -54,56 +55,20 @@ class Component:
 
     name: str
     #: writes config files, returns (argv, env)
-    prepare: Callable[[Stack], tuple[list[str], dict[str, str]]]
+    prepare: Callable[[StackLayout], tuple[list[str], dict[str, str]]]
     #: True once the component really works
-    ready: Callable[[Stack], bool]
+    ready: Callable[[StackLayout], bool]
     timeout_s: float = 180.0
     #: the components that must be ready before this one starts (when they are started at all)
     after: tuple[str, ...] = ()
 
 
 @dataclass
-class Stack:
-    """The local stack: ports, directories and processes."""
-
-    #: ``$METAPROXY_STACK_DIR``, else ``.stack`` under the current working directory
-    dir: Path = field(default_factory=stack_dir)
-    ports: dict[str, int] = field(default_factory=dict)
-    pids: dict[str, int] = field(default_factory=dict)
-    #: the simulated WAN link between the cloud side and the on-prem side, e.g.
-    #: ``{"rtt_ms": 30, "mbit": 200}``; None: no link (the default stack)
-    wan: dict[str, float] | None = None
-
-    @property
-    def onprem_host(self) -> str:
-        """The address the cloud side (Trino, proxy, gateway) uses for HDFS and the HMS."""
-        return WAN_HOST if self.wan is not None else HOST
+class Stack(StackLayout):
+    """The local stack: its layout, and starting, checking and stopping its processes."""
 
     def components(self) -> list[Component]:
         return [c for c in COMPONENTS if c.name != "wan" or self.wan is not None]
-
-    # -- paths ----------------------------------------------------------------------------
-
-    @property
-    def lib(self) -> Path:
-        return self.dir / "lib"
-
-    @property
-    def logs(self) -> Path:
-        return self.dir / "logs"
-
-    @property
-    def data(self) -> Path:
-        return self.dir / "data"
-
-    @property
-    def conf(self) -> Path:
-        return self.dir / "conf"
-
-    def port(self, name: str) -> int:
-        if name not in self.ports:
-            self.ports[name] = free_port()
-        return self.ports[name]
 
     # -- endpoints ------------------------------------------------------------------------
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from metaproxy.cache import s3api
-from metaproxy.cache.blocks import BlockCache, BlockKey, Lease, version_digest
+from metaproxy.cache.blocks import BlockCache, BlockKey, Lease
+from metaproxy.cache.files import Resolved
 from metaproxy.cache.listing import ListEntry
 from metaproxy.cache.manage import CacheManager
 from metaproxy.cache.metadata import MetadataCache
@@ -35,25 +35,6 @@ from metaproxy.ufs import FileStatus, Stream, UfsNotFound, UfsSet, UfsUnavailabl
 from metaproxy.uri import scheme_of
 
 log = logging.getLogger("metaproxy.gateway")
-
-
-@dataclass
-class Resolved:
-    """A gateway key resolved to the UFS file serving it."""
-
-    mount: Mount
-    ufs_uri: str
-    status: FileStatus
-    key: str = ""  # the gateway key: ``<mount name>/<rest>``
-
-    @property
-    def digest(self) -> str:
-        """The file version's name in the cache."""
-        return version_digest(self.ufs_uri, self.status.length, self.status.mtime_ms)
-
-    def block(self, index: int) -> BlockKey:
-        """The cache key of block ``index`` of this version of the file."""
-        return BlockKey(self.ufs_uri, self.status.length, self.status.mtime_ms, index)
 
 
 class _Counted:
@@ -94,7 +75,7 @@ class Gateway:
         self._lock = threading.Lock()
         self.bytes_by_mount: dict[str, int] = {}
         self.bytes_by_ufs: dict[str, int] = {}
-        self.manager = CacheManager(self)
+        self.manager = CacheManager(self, self.cache)
         self.refresh_mounts()
         self.manager.load_rules()
 

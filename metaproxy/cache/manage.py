@@ -14,14 +14,13 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from metaproxy.cache import s3api
+from metaproxy.cache.blocks import BlockCache
+from metaproxy.cache.files import FileSource, Resolved
 from metaproxy.state.cache import PIN, TTL, cache_rules, save_cache_rule
 from metaproxy.ufs import UfsError
-
-if TYPE_CHECKING:
-    from metaproxy.cache.gateway import Gateway, Resolved
 
 log = logging.getLogger("metaproxy.cache")
 
@@ -54,9 +53,9 @@ def _release(f: Any) -> None:
 
 
 class CacheManager:
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: FileSource, cache: BlockCache) -> None:
         self.gw = gw
-        self.cache = gw.cache
+        self.cache = cache
         self._lock = threading.Lock()
         #: file versions this process has cached: digest → (gateway key, first cached, wall clock)
         self._versions: dict[str, tuple[str, float]] = {}
@@ -135,8 +134,6 @@ class CacheManager:
     def files_under(self, target: str) -> list[Resolved]:
         """Every file a target names (the file itself, or all files below a directory), each
         from the member that serves it in read priority."""
-        from metaproxy.cache.gateway import Resolved
-
         key = self.target_key(target)
         hit = self.gw.mounts.resolve_key(key)
         assert hit is not None

@@ -26,7 +26,8 @@ from aiohttp import web
 
 from metaproxy.cache import listing, s3api
 from metaproxy.cache.blocks import Lease
-from metaproxy.cache.gateway import Gateway, Resolved
+from metaproxy.cache.files import Resolved
+from metaproxy.cache.gateway import Gateway
 from metaproxy.cache.metrics import READ_AHEAD
 from metaproxy.cache.middleware import OP, s3_boundary
 from metaproxy.ufs import FileStatus

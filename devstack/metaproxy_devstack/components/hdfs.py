@@ -12,7 +12,7 @@ from metaproxy_devstack.common import HOST, StackError
 from metaproxy_devstack.procs import JAVA17_OPENS, java_home
 
 if TYPE_CHECKING:
-    from metaproxy_devstack.launcher import Stack
+    from metaproxy_devstack.layout import StackLayout
 
 
 def site_xml(props: dict[str, str]) -> str:
@@ -27,7 +27,7 @@ def _xml_escape(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _hadoop_conf(st: Stack) -> Path:
+def _hadoop_conf(st: StackLayout) -> Path:
     """core-site.xml and hdfs-site.xml for the NameNode and DataNode (loopback only)."""
     conf = st.conf / "hdfs"
     for webapp in ("hdfs", "datanode", "secondary", "static"):
@@ -61,12 +61,12 @@ def _hadoop_conf(st: Stack) -> Path:
     return conf
 
 
-def _hadoop_argv(st: Stack, conf: Path, main: str, *args: str) -> list[str]:
+def _hadoop_argv(st: StackLayout, conf: Path, main: str, *args: str) -> list[str]:
     java = Path(java_home(17, 21)) / "bin" / "java"
     return [str(java), "-Xmx512m", *JAVA17_OPENS, "-cp", f"{conf}:{st.lib / 'hms'}/*", main, *args]
 
 
-def prepare_namenode(st: Stack) -> tuple[list[str], dict[str, str]]:
+def prepare_namenode(st: StackLayout) -> tuple[list[str], dict[str, str]]:
     conf = _hadoop_conf(st)
     if not (st.data / "hdfs" / "name" / "current").exists():
         fmt = _hadoop_argv(
@@ -83,11 +83,11 @@ def prepare_namenode(st: Stack) -> tuple[list[str], dict[str, str]]:
     return _hadoop_argv(st, conf, "org.apache.hadoop.hdfs.server.namenode.NameNode"), {}
 
 
-def prepare_datanode(st: Stack) -> tuple[list[str], dict[str, str]]:
+def prepare_datanode(st: StackLayout) -> tuple[list[str], dict[str, str]]:
     return _hadoop_argv(st, _hadoop_conf(st), "org.apache.hadoop.hdfs.server.datanode.DataNode"), {}
 
 
-def namenode_ready(st: Stack) -> bool:
+def namenode_ready(st: StackLayout) -> bool:
     try:
         r = requests.get(
             f"http://{HOST}:{st.port('hdfs_http')}/webhdfs/v1/?op=GETFILESTATUS&user.name=hdfs", timeout=2
@@ -97,7 +97,7 @@ def namenode_ready(st: Stack) -> bool:
         return False
 
 
-def datanode_ready(st: Stack) -> bool:
+def datanode_ready(st: StackLayout) -> bool:
     """A DataNode accepts a block: write a probe file through WebHDFS and read it back."""
     base = f"http://{HOST}:{st.port('hdfs_http')}/webhdfs/v1"
     try:

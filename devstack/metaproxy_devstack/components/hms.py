@@ -12,10 +12,10 @@ from metaproxy_devstack.components.hdfs import site_xml
 from metaproxy_devstack.procs import JAVA17_OPENS, java_home, port_open
 
 if TYPE_CHECKING:
-    from metaproxy_devstack.launcher import Stack
+    from metaproxy_devstack.layout import StackLayout
 
 
-def _metastore_site(st: Stack, hdfs: str) -> dict[str, str]:
+def _metastore_site(st: StackLayout, hdfs: str) -> dict[str, str]:
     derby = st.data / "hms" / "metastore_db"
     derby.parent.mkdir(parents=True, exist_ok=True)
     return {
@@ -35,7 +35,7 @@ def _metastore_site(st: Stack, hdfs: str) -> dict[str, str]:
     }
 
 
-def prepare_hms(st: Stack) -> tuple[list[str], dict[str, str]]:
+def prepare_hms(st: StackLayout) -> tuple[list[str], dict[str, str]]:
     conf = st.conf / "hms"
     conf.mkdir(parents=True, exist_ok=True)
     hdfs = f"hdfs://{HOST}:{st.port('hdfs_rpc')}"
@@ -66,7 +66,7 @@ def prepare_hms(st: Stack) -> tuple[list[str], dict[str, str]]:
     return argv, {"HADOOP_USER_NAME": "hdfs"}
 
 
-def hms_ready(st: Stack) -> bool:
+def hms_ready(st: StackLayout) -> bool:
     if not port_open(st.port("hms")):
         return False
     try:

@@ -21,7 +21,7 @@ from metaproxy_devstack.common import (
 )
 
 if TYPE_CHECKING:
-    from metaproxy_devstack.launcher import Stack
+    from metaproxy_devstack.layout import StackLayout
 
 CONFIG = Template(
     """# written by `metaproxy stack up` for the local stack
@@ -99,7 +99,7 @@ create_target = "s3"
 _PORTS = ("hms", "hdfs_http", "proxy", "proxy_admin", "proxy_onprem", "proxy_passthrough")
 
 
-def stack_config(st: Stack) -> Path:
+def stack_config(st: StackLayout) -> Path:
     """The metaproxy config of the local stack (written at start; tests and the demo read it)."""
     text = CONFIG.substitute(
         {name: st.port(name) for name in (*_PORTS, "gateway", "gateway_admin", "s3")},
@@ -120,17 +120,17 @@ def stack_config(st: Stack) -> Path:
     return path
 
 
-def prepare_proxy(st: Stack) -> tuple[list[str], dict[str, str]]:
+def prepare_proxy(st: StackLayout) -> tuple[list[str], dict[str, str]]:
     cfg = stack_config(st)
     return [sys.executable, "-m", "metaproxy", "--config", str(cfg), "serve"], {}
 
 
-def prepare_gateway(st: Stack) -> tuple[list[str], dict[str, str]]:
+def prepare_gateway(st: StackLayout) -> tuple[list[str], dict[str, str]]:
     cfg = stack_config(st)
     return [sys.executable, "-m", "metaproxy", "--config", str(cfg), "gateway"], {}
 
 
-def proxy_ready(st: Stack) -> bool:
+def proxy_ready(st: StackLayout) -> bool:
     try:
         r = requests.get(f"http://{HOST}:{st.port('proxy_admin')}/health", timeout=5)
         return r.status_code == 200 and r.json().get("ok") is True
@@ -138,7 +138,7 @@ def proxy_ready(st: Stack) -> bool:
         return False
 
 
-def gateway_ready(st: Stack) -> bool:
+def gateway_ready(st: StackLayout) -> bool:
     """The gateway answers an unsigned request with S3's 403 AccessDenied."""
     try:
         r = requests.get(f"http://{HOST}:{st.port('gateway')}/metaproxy/", timeout=5)

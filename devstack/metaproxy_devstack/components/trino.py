@@ -23,7 +23,7 @@ from metaproxy_devstack.components.hdfs import site_xml
 from metaproxy_devstack.procs import java_home
 
 if TYPE_CHECKING:
-    from metaproxy_devstack.launcher import Stack
+    from metaproxy_devstack.layout import StackLayout
 
 JVM_CONFIG = [
     "-server",
@@ -44,7 +44,7 @@ JVM_CONFIG = [
 ]
 
 
-def trino_catalog(hms_uri: str, st: Stack, extra: dict[str, str] | None = None) -> str:
+def trino_catalog(hms_uri: str, st: StackLayout, extra: dict[str, str] | None = None) -> str:
     """A Hive catalog that reads HDFS itself and S3 from the local S3 server."""
     props = {
         "connector.name": "hive",
@@ -65,7 +65,7 @@ def trino_catalog(hms_uri: str, st: Stack, extra: dict[str, str] | None = None) 
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
-def _write_server_config(st: Stack, etc: Path) -> None:
+def _write_server_config(st: StackLayout, etc: Path) -> None:
     port = st.port("trino")
     (etc / "node.properties").write_text(
         f"node.environment=metaproxy\nnode.id={uuid.uuid4()}\nnode.data-dir={st.data / 'trino'}\n"
@@ -83,7 +83,7 @@ def _write_server_config(st: Stack, etc: Path) -> None:
     (etc / "log.properties").write_text("io.trino=INFO\n")
 
 
-def _write_direct_catalogs(st: Stack, etc: Path) -> None:
+def _write_direct_catalogs(st: StackLayout, etc: Path) -> None:
     """``direct`` (the HMS and HDFS themselves); with the WAN link also ``direct_cache``."""
     hms = f"thrift://{st.onprem_host}:{st.port('hms')}"
     (etc / "catalog" / "direct.properties").write_text(trino_catalog(hms, st))
@@ -104,7 +104,7 @@ def _write_direct_catalogs(st: Stack, etc: Path) -> None:
     (etc / "catalog" / "direct_cache.properties").write_text(trino_catalog(hms, st, cache))
 
 
-def _write_metaproxy_catalogs(st: Stack, etc: Path) -> None:
+def _write_metaproxy_catalogs(st: StackLayout, etc: Path) -> None:
     """Through metaproxy: ``onprem`` with the cloud profile (its gateway bucket goes to the cache
     gateway through an S3 security mapping), ``passthrough`` rewriting nothing.
     """
@@ -129,7 +129,7 @@ def _write_metaproxy_catalogs(st: Stack, etc: Path) -> None:
     )
 
 
-def prepare_trino(st: Stack) -> tuple[list[str], dict[str, str]]:
+def prepare_trino(st: StackLayout) -> tuple[list[str], dict[str, str]]:
     home = st.lib / "trino" / f"trino-server-{TRINO_VERSION}"
     etc = st.conf / "trino"
     (etc / "catalog").mkdir(parents=True, exist_ok=True)
@@ -151,7 +151,7 @@ def prepare_trino(st: Stack) -> tuple[list[str], dict[str, str]]:
     }
 
 
-def trino_ready(st: Stack) -> bool:
+def trino_ready(st: StackLayout) -> bool:
     try:
         r = requests.get(f"http://{HOST}:{st.port('trino')}/v1/info", timeout=2)
         return r.status_code == 200 and r.json().get("starting") is False

@@ -12,13 +12,13 @@ import requests
 from metaproxy_devstack.common import HOST, WAN_HOST
 
 if TYPE_CHECKING:
-    from metaproxy_devstack.launcher import Stack
+    from metaproxy_devstack.layout import StackLayout
 
 #: the on-prem ports the cloud side reaches only through the link
 ONPREM_PORTS = ("hdfs_rpc", "hdfs_http", "datanode", "datanode_http", "datanode_ipc", "hms")
 
 
-def prepare_wan(st: Stack) -> tuple[list[str], dict[str, str]]:
+def prepare_wan(st: StackLayout) -> tuple[list[str], dict[str, str]]:
     """The link's relays: each on-prem port, on the link's address, to the same port on loopback."""
     assert st.wan is not None
     argv = [
@@ -37,7 +37,7 @@ def prepare_wan(st: Stack) -> tuple[list[str], dict[str, str]]:
     return argv, {}
 
 
-def wan_ready(st: Stack) -> bool:
+def wan_ready(st: StackLayout) -> bool:
     try:
         return requests.get(f"http://{HOST}:{st.port('wan_control')}/link", timeout=2).status_code == 200
     except requests.RequestException:

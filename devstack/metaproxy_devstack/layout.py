@@ -1,0 +1,54 @@
+"""The local stack's layout: its directory, its ports (chosen once, kept in endpoints.json),
+its processes' pids and the options it was started with. Every component's ``prepare`` and
+``ready`` function reads it; the launcher (:mod:`metaproxy_devstack.launcher`) extends it with
+the lifecycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from metaproxy_devstack.common import HOST, WAN_HOST, stack_dir
+from metaproxy_devstack.procs import free_port
+
+
+@dataclass
+class StackLayout:
+    """Where the local stack lives and listens: its directory, ports, pids and options."""
+
+    #: ``$METAPROXY_STACK_DIR``, else ``.stack`` under the current working directory
+    dir: Path = field(default_factory=stack_dir)
+    ports: dict[str, int] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+    #: the simulated WAN link between the cloud side and the on-prem side, e.g.
+    #: ``{"rtt_ms": 30, "mbit": 200}``; None: no link (the default stack)
+    wan: dict[str, float] | None = None
+
+    @property
+    def onprem_host(self) -> str:
+        """The address the cloud side (Trino, proxy, gateway) uses for HDFS and the HMS."""
+        return WAN_HOST if self.wan is not None else HOST
+
+    # -- paths ----------------------------------------------------------------------------
+
+    @property
+    def lib(self) -> Path:
+        return self.dir / "lib"
+
+    @property
+    def logs(self) -> Path:
+        return self.dir / "logs"
+
+    @property
+    def data(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def conf(self) -> Path:
+        return self.dir / "conf"
+
+    def port(self, name: str) -> int:
+        if name not in self.ports:
+            self.ports[name] = free_port()
+        return self.ports[name]
