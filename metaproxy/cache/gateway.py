@@ -50,6 +50,11 @@ class _Counted:
         self._gw.note_ufs_bytes(self._scheme, n)
         return n
 
+    def read(self, n: int, /) -> bytes:
+        data = self._stream.read(n)
+        self._gw.note_ufs_bytes(self._scheme, len(data))
+        return data
+
     def close(self) -> None:
         self._stream.close()
 

@@ -54,9 +54,12 @@ class FileStatus:
 
 
 class Stream(Protocol):
-    """A ranged read being received: bytes go straight into the caller's buffers."""
+    """A ranged read being received: into the caller's buffers (``readinto``, what the block
+    cache does), or whole (``read``: up to ``n`` bytes, fewer only where the range ends)."""
 
     def readinto(self, buf: memoryview, /) -> int: ...
+
+    def read(self, n: int, /) -> bytes: ...
 
     def close(self) -> None: ...
 
@@ -123,23 +126,13 @@ class Ufs(ABC):
             length = max(0, self.stat(uri).length - start)
         if length == 0:
             return b""
-        buf = bytearray(length)
-        view = memoryview(buf)
-        got = 0
         stream = self.open_read(uri, start, length)
         try:
-            while got < length:
-                n = stream.readinto(view[got:])
-                if n <= 0:
-                    break
-                got += n
+            # one call: the HTTP client fills a bytes object of the full size in C, with no
+            # Python loop and no copy afterwards (read into a buffer and copied was 25 % slower)
+            return stream.read(length)
         finally:
-            view.release()
             stream.close()
-        if got < length:
-            del buf[got:]
-        # botocore takes bytes, not a bytearray: one copy, as http.client's own read makes
-        return bytes(buf)
 
 
 class UfsSet(Ufs):

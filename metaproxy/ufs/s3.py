@@ -85,6 +85,10 @@ class _Body:
         buf[: len(data)] = data
         return len(data)
 
+    def read(self, n: int, /) -> bytes:
+        with _errors("GET", self._uri):
+            return bytes(self._body.read(n))
+
     def close(self) -> None:
         self._body.close()
 

@@ -210,7 +210,8 @@ class WebHdfs(Ufs):
 
 
 class ReadStream:
-    """One response body, read with ``readinto`` (see :meth:`WebHdfs.open_read`)."""
+    """One response body, read with ``readinto`` into the caller's buffer, or with ``read``
+    whole (see :meth:`WebHdfs.open_read`)."""
 
     def __init__(self, body: Any, where: str, close: Callable[[], None]) -> None:
         self._body = body
@@ -220,6 +221,12 @@ class ReadStream:
     def readinto(self, buf: memoryview, /) -> int:
         try:
             return int(self._body.readinto(buf))
+        except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError) as e:
+            raise UfsUnavailable(f"{self._where}: read interrupted: {e}") from e
+
+    def read(self, n: int, /) -> bytes:
+        try:
+            return bytes(self._body.read(n))
         except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError) as e:
             raise UfsUnavailable(f"{self._where}: read interrupted: {e}") from e
 
