@@ -97,3 +97,18 @@ def hms_client(stack: dict[str, Any]) -> Iterator[Any]:
 
     with connect(stack["hms"]) as client:
         yield client
+
+
+@pytest.fixture
+def proxy(stack: dict[str, Any], tmp_path: Any, request: Any) -> Iterator[Any]:
+    """An in-process metastore proxy (listeners cloud, onprem, passthrough) on the stack's HMS;
+    ``request.param`` may add ``[metastore]`` keys."""
+    from proxying import proxy_config
+
+    from metaproxy.thrift_server import MetastoreProxy
+
+    metastore = getattr(request, "param", {})
+    p = MetastoreProxy(proxy_config(stack, str(tmp_path), **metastore))
+    p.start()
+    yield p
+    p.stop()

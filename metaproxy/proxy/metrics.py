@@ -14,3 +14,8 @@ LATENCY = Histogram(
 REWRITTEN = Counter("metaproxy_proxy_locations_rewritten", "Locations rewritten", ["direction"])
 UPSTREAM_UP = Gauge("metaproxy_proxy_upstream_up", "1 if the last attempt to reach this HMS worked", ["uri"])
 CONNECTIONS = Gauge("metaproxy_proxy_client_connections", "Open client connections", ["profile"])
+TRANSLATED = Counter(
+    "metaproxy_proxy_translated_calls",
+    "Calls sent upstream as another method the upstream serves",
+    ["method", "as_method"],
+)

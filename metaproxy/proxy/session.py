@@ -19,10 +19,12 @@ import logging
 import re
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from metaproxy.config import ListenerConfig
-from metaproxy.proxy.metrics import CALLS, CONNECTIONS, LATENCY, REWRITTEN
+from metaproxy.proxy.dialect import TRANSLATIONS, Untranslatable
+from metaproxy.proxy.metrics import CALLS, CONNECTIONS, LATENCY, REWRITTEN, TRANSLATED
 from metaproxy.proxy.shared import ProxyState
 from metaproxy.proxy.upstream import (
     ClientGone,
@@ -33,7 +35,7 @@ from metaproxy.proxy.upstream import (
     read_message,
 )
 from metaproxy.rewrite import RewriteError
-from metaproxy.wire import binary, schema
+from metaproxy.wire import binary, fields, schema
 from metaproxy.wire.binary import CALL, ONEWAY, Malformed, MessageHeader, Scanned
 
 log = logging.getLogger("metaproxy.proxy")
@@ -141,7 +143,8 @@ class Session:
         return dbs
 
     def _forward(self, h: MessageHeader, req: Scanned, buf: bytearray, call: _Call) -> None:
-        """Rewrite the request inbound, send it, stream the reply back rewritten outbound."""
+        """Rewrite the request inbound, send it, stream the reply back rewritten outbound — or,
+        for a call the upstream does not serve, its translation (:mod:`~metaproxy.proxy.dialect`)."""
         rewriter = self.state.rewriters[self.listener.profile]
         creating = bool(CREATING.match(h.name))
 
@@ -166,6 +169,9 @@ class Session:
             if h.mtype == ONEWAY:
                 self.upstream.call(request, True, self.limit)
                 return
+            if h.name in TRANSLATIONS:  # answered whole, so an "unknown method" never reaches the client
+                self._bridged(h, request, outbound, call)
+                return
             reply = self.upstream.relay(
                 request, self.sock, outbound, self.limit, reply_schema=self.state.reply_schema
             )
@@ -174,6 +180,77 @@ class Session:
                 request.release()
         if reply.mtype == binary.EXCEPTION:
             call.outcome = "upstream_exception"
+
+    def _bridged(
+        self,
+        h: MessageHeader,
+        request: bytes | memoryview,
+        outbound: Callable[[str, str], str | None],
+        call: _Call,
+    ) -> None:
+        """A call that has a translation: as it is while the upstream serves it; translated once
+        the upstream is known not to (learned from its "unknown method" answer, then retried)."""
+        dialects = self.state.dialects
+        self.upstream.connect()
+        uri = self.upstream.uri or ""
+        t = dialects.translation(uri, h.name)
+        if t is None:
+            scanned, rbuf = self.upstream.call(request, False, self.limit, self.state.reply_schema)
+            if not _unknown_method(scanned, rbuf, self.limit):
+                self._send_rewritten(scanned, rbuf, outbound, call)
+                return
+            t = dialects.learn(uri, h.name)
+            log.info(
+                "upstream %s does not serve %s: translating it to %s from now on",
+                uri,
+                h.name,
+                t and t.upstream,
+            )
+            assert t is not None
+        call.translated = t.upstream
+        TRANSLATED.labels(t.client, t.upstream).inc()
+        try:
+            args, _ = fields.split(request, h.body_start, self.limit)
+            upstream_request = binary.encode_header(t.upstream, CALL, h.seqid) + t.request(args, self.limit)
+        except Untranslatable as e:
+            raise _Refused(f"metaproxy: {h.name} cannot be sent to {uri} as {t.upstream}: {e}") from None
+        scanned, rbuf = self.upstream.call(upstream_request, False, self.limit, self.state.reply_schema)
+        body = binary.splice(rbuf, scanned.end, scanned.spans, outbound) or bytes(rbuf[: scanned.end])
+        rh = scanned.header
+        if rh.mtype == binary.EXCEPTION:
+            call.outcome = "upstream_exception"
+            answer = binary.encode_header(h.name, binary.EXCEPTION, h.seqid) + body[rh.body_start :]
+        else:
+            result, _ = fields.split(body, rh.body_start, self.limit)
+            if set(result) - {0}:
+                call.outcome = "upstream_exception"
+            undeclared = t.undeclared(result, self.limit)
+            if undeclared is not None:
+                answer = binary.encode_application_exception(
+                    h.name, h.seqid, binary.INTERNAL_ERROR, undeclared
+                )
+            else:
+                try:
+                    answer = binary.encode_header(h.name, binary.REPLY, h.seqid) + t.reply(result, self.limit)
+                except Untranslatable as e:
+                    raise _Refused(
+                        f"metaproxy: the answer to {t.upstream} cannot be given as {h.name}: {e}"
+                    ) from None
+        self._send(answer)
+
+    def _send_rewritten(
+        self, scanned: Scanned, rbuf: bytearray, outbound: Callable[[str, str], str | None], call: _Call
+    ) -> None:
+        body = binary.splice(rbuf, scanned.end, scanned.spans, outbound)
+        self._send(body if body is not None else memoryview(rbuf)[: scanned.end])
+        if scanned.header.mtype == binary.EXCEPTION:
+            call.outcome = "upstream_exception"
+
+    def _send(self, data: bytes | memoryview) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as e:
+            raise ClientGone(str(e)) from e
 
     def _account(self, h: MessageHeader, req: Scanned, call: _Call) -> None:
         elapsed = time.perf_counter() - call.started
@@ -184,10 +261,11 @@ class Session:
         if call.rewritten_out:
             REWRITTEN.labels("outbound").inc(call.rewritten_out)
         audit.info(
-            "client=%s profile=%s method=%s dbs=%s outcome=%s ms=%.2f in=%d rewritten_in=%d rewritten_out=%d%s",
+            "client=%s profile=%s method=%s%s dbs=%s outcome=%s ms=%.2f in=%d rewritten_in=%d rewritten_out=%d%s",
             self.peer,
             self.listener.profile,
             h.name,
+            f" as={call.translated}" if call.translated else "",
             ",".join(call.dbs) or "-",
             call.outcome,
             elapsed * 1000,
@@ -206,8 +284,27 @@ class _Call:
     outcome: str = "ok"
     detail: str = ""
     dbs: list[str] = field(default_factory=list)
+    #: the method the call was sent upstream as, when it was translated
+    translated: str = ""
     rewritten_in: int = 0
     rewritten_out: int = 0
+
+
+def _unknown_method(scanned: Scanned, rbuf: bytearray, limit: int) -> bool:
+    """True if a reply is a ``TApplicationException`` of type ``UNKNOWN_METHOD``: the upstream
+    does not serve the method (and did nothing)."""
+    if scanned.header.mtype != binary.EXCEPTION:
+        return False
+    try:
+        exc, _ = fields.split(rbuf[: scanned.end], scanned.header.body_start, limit)
+    except binary.WireError:
+        return False
+    kind = exc.get(2)
+    return (
+        kind is not None
+        and kind.ttype == binary.I32
+        and int.from_bytes(kind.value, "big") == binary.UNKNOWN_METHOD
+    )
 
 
 class _Refused(Exception):  # noqa: N818

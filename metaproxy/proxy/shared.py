@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from metaproxy.config import Config
 from metaproxy.mounts import MountTable, load_mount_table
+from metaproxy.proxy.dialect import Dialects
 from metaproxy.proxy.upstream import reply_schema, reply_schema_db, request_schema, request_schema_db
 from metaproxy.rewrite import Rewriter
 from metaproxy.state import StateDB, open_state
@@ -41,6 +42,8 @@ class ProxyState:
         self.request_schema = request_schema_db if maps_dbs else request_schema
         self.reply_schema = reply_schema_db if maps_dbs else reply_schema
         self._db: StateDB | None = None
+        #: what each upstream is known not to serve (shared by every connection)
+        self.dialects = Dialects()
         self.refresh()
 
     def _state(self) -> StateDB:

@@ -202,10 +202,15 @@ class Upstream:
             raise UpstreamUnavailable(f"upstream {uri} failed during the call: {e}") from e
 
     def call(
-        self, request: bytes | bytearray | memoryview, oneway: bool, limit: int
+        self,
+        request: bytes | bytearray | memoryview,
+        oneway: bool,
+        limit: int,
+        reply_schema: Callable[[MessageHeader], binary.StructSchema | None] = reply_schema,
     ) -> tuple[Scanned, bytearray]:
-        """Send a request, read the whole reply (scanned with its reply schema)."""
+        """Send a request, read the whole reply (scanned with its reply schema) into ``buf``."""
         sock = self.connect()
+        self.buf.clear()
         try:
             sock.sendall(request)
             if oneway:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from hive_metastore import ThriftHiveMetastore as M
 from hive_metastore import ttypes as tt
+from proxying import proxy_config, uri
 from thrift.protocol import TBinaryProtocol
 from thrift.transport import TTransport
 
@@ -25,39 +26,6 @@ from metaproxy.thrift_server import MetastoreProxy
 from metaproxy.wire import binary
 
 pytestmark = pytest.mark.integration
-
-
-def proxy_config(stack: dict[str, Any], tmp: str, **metastore: Any) -> Any:
-    return parse_config(
-        {
-            "metastore": {"uris": [stack["hms"]], **metastore},
-            "state": {"path": f"{tmp}/state.db"},
-            "proxy": {
-                "mount_refresh": "200ms",
-                "listener": [
-                    {"port": 0, "profile": "cloud"},
-                    {"port": 0, "profile": "onprem"},
-                    {"port": 0, "profile": "passthrough"},
-                ],
-            },
-            "mount": [{"path": "/tpcds", "ufs": f"{stack['hdfs']}/warehouse/tpcds"}],
-        },
-        "test.toml",
-    )
-
-
-@pytest.fixture
-def proxy(stack: dict[str, Any], tmp_path: Any, request: Any) -> Iterator[MetastoreProxy]:
-    metastore = getattr(request, "param", {})
-    p = MetastoreProxy(proxy_config(stack, str(tmp_path), **metastore))
-    p.start()
-    yield p
-    p.stop()
-
-
-def uri(p: MetastoreProxy, profile: str) -> str:
-    port = next(port for _, port, prof in p.addresses if prof == profile)
-    return f"thrift://127.0.0.1:{port}"
 
 
 def rich_table(db: str, name: str, location: str) -> tt.Table:

@@ -1,0 +1,33 @@
+"""Helpers for the proxy's integration tests: the config of an in-process metastore proxy on the
+test stack's HMS (the ``proxy`` fixture in conftest.py runs one), and its listeners' addresses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from metaproxy.config import parse_config
+from metaproxy.thrift_server import MetastoreProxy
+
+
+def proxy_config(stack: dict[str, Any], tmp: str, **metastore: Any) -> Any:
+    return parse_config(
+        {
+            "metastore": {"uris": [stack["hms"]], **metastore},
+            "state": {"path": f"{tmp}/state.db"},
+            "proxy": {
+                "mount_refresh": "200ms",
+                "listener": [
+                    {"port": 0, "profile": "cloud"},
+                    {"port": 0, "profile": "onprem"},
+                    {"port": 0, "profile": "passthrough"},
+                ],
+            },
+            "mount": [{"path": "/tpcds", "ufs": f"{stack['hdfs']}/warehouse/tpcds"}],
+        },
+        "test.toml",
+    )
+
+
+def uri(p: MetastoreProxy, profile: str) -> str:
+    port = next(port for _, port, prof in p.addresses if prof == profile)
+    return f"thrift://127.0.0.1:{port}"
