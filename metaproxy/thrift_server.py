@@ -96,6 +96,7 @@ class MetastoreProxy:
             "listeners": [f"{h}:{p} {prof}" for h, p, prof in self.addresses],
             "mounts": [m.path for m in self.state.mounts],
             "rules_version": self.state.version,
+            "upstream_versions": self.state.dialects.versions(),
             "not_served_by_upstream": self.state.dialects.lacking(),
         }
 

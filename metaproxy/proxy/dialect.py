@@ -9,11 +9,13 @@ into what the client's own IDL expects: declared exceptions keep their field and
 a moved value — a ``Table``, a list of partitions — is carried over as it is, after the usual
 location rewrite.
 
-What an upstream serves is learned, not configured: a call the upstream answers with
-"unknown method" (``TApplicationException`` ``UNKNOWN_METHOD``, which means it did nothing) is
-remembered for that upstream, and from then on translated — the first such call is retried
-translated at once, so no client ever sees the error when a translation exists. Every other
-method is never touched.
+What an upstream serves is learned, not configured. The first time a connection to an upstream
+is used for a call that has a translation, the proxy asks the upstream its version
+(``getVersion``, one cheap call per upstream and process) and takes the translations its
+release line needs from then on. And a call the upstream answers with "unknown method"
+(``TApplicationException`` ``UNKNOWN_METHOD``, which means it did nothing) is remembered for that
+upstream and retried translated at once — so no client sees the error when a translation
+exists, whatever the version said. Every other method is never touched.
 """
 
 from __future__ import annotations
@@ -121,8 +123,8 @@ class Translation:
     request: Callable[[dict[int, Field], int], bytes]
     #: builds the client's result struct from the upstream's
     reply: Callable[[dict[int, Field], int], bytes]
-    #: a Hive version that lacks ``client`` (for the README's table and the tests)
-    missing_in: str
+    #: the release lines that lack ``client`` (version prefixes, as ``getVersion`` answers)
+    missing_in: tuple[str, ...]
     #: the exceptions (result field ids) the client's IDL declares for ``client``; an upstream
     #: exception outside them is answered as a TApplicationException, as an old server would
     client_exceptions: frozenset[int] = frozenset({1, 2, 3})
@@ -158,7 +160,7 @@ TRANSLATIONS: dict[str, Translation] = {
             "get_table_req",
             into_request((1, 1, STRING), (2, 2, STRING)),  # dbname, tbl_name → GetTableRequest
             unwrap_success(1),  # GetTableResult.table
-            "4.0",
+            ("4.",),
             client_exceptions=frozenset({1, 2}),
         ),
         Translation(
@@ -166,7 +168,7 @@ TRANSLATIONS: dict[str, Translation] = {
             "get_table_objects_by_name_req",
             into_request((1, 1, STRING), (2, 2, LIST)),  # dbname, tbl_names → GetTablesRequest
             unwrap_success(1),  # GetTablesResult.tables
-            "4.0",
+            ("4.",),
             client_exceptions=frozenset(),  # the Hive 2 IDL declares none for this call
         ),
         # Hive 4 clients → Hive 2.3 and 3.1, which do not serve these yet
@@ -175,7 +177,7 @@ TRANSLATIONS: dict[str, Translation] = {
             "get_partitions_by_names",
             out_of_request((1, 1, STRING), (2, 2, STRING), (3, 3, LIST), catalog_fid=-1),
             wrap_success(1),  # → GetPartitionsByNamesResult.partitions
-            "2.3, 3.1",
+            ("2.", "3."),
             client_exceptions=frozenset({1, 2}),
         ),
     )
@@ -183,13 +185,26 @@ TRANSLATIONS: dict[str, Translation] = {
 
 
 class Dialects:
-    """What each upstream (by URI) is known not to serve, learned from its answers for the life
-    of the process (an upstream replaced by one that serves more still answers the translated
-    calls)."""
+    """What each upstream (by URI) is known not to serve — from its version, and from its
+    "unknown method" answers — for the life of the process (an upstream replaced by one that
+    serves more still answers the translated calls)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._lacks: dict[str, set[str]] = {}
+        self._versions: dict[str, str] = {}
+
+    def version(self, upstream: str) -> str | None:
+        """The version ``upstream`` reported ('' if it could not say), or None: not asked yet."""
+        with self._lock:
+            return self._versions.get(upstream)
+
+    def probed(self, upstream: str, version: str) -> None:
+        """``upstream`` says it is ``version``: expect it to lack what its release line lacks."""
+        lacking = {t.client for t in TRANSLATIONS.values() if version and version.startswith(t.missing_in)}
+        with self._lock:
+            self._versions[upstream] = version
+            self._lacks.setdefault(upstream, set()).update(lacking)
 
     def translation(self, upstream: str, method: str) -> Translation | None:
         """The translation to use for ``method`` on ``upstream``, if it is known to lack it."""
@@ -207,6 +222,10 @@ class Dialects:
         return TRANSLATIONS.get(method)
 
     def lacking(self) -> dict[str, list[str]]:
-        """Upstream → the methods it was found not to serve (for health and tests)."""
+        """Upstream → the methods it is known not to serve (for health and tests)."""
         with self._lock:
-            return {u: sorted(m) for u, m in self._lacks.items()}
+            return {u: sorted(m) for u, m in self._lacks.items() if m}
+
+    def versions(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._versions)

@@ -193,6 +193,8 @@ class Session:
         dialects = self.state.dialects
         self.upstream.connect()
         uri = self.upstream.uri or ""
+        if dialects.version(uri) is None:
+            dialects.probed(uri, self.upstream.server_version(self.limit))
         t = dialects.translation(uri, h.name)
         if t is None:
             scanned, rbuf = self.upstream.call(request, False, self.limit, self.state.reply_schema)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from metaproxy.hms import parse_thrift_uri
 from metaproxy.proxy.metrics import UPSTREAM_UP
-from metaproxy.wire import binary, schema
+from metaproxy.wire import binary, fields, schema
 from metaproxy.wire.binary import ONEWAY, Incomplete, Malformed, MessageHeader, Scanned
 
 RECV_SIZE = 1 << 20
@@ -221,3 +221,14 @@ class Upstream:
             uri = self.uri
             self.reset()
             raise UpstreamUnavailable(f"upstream {uri} failed during the call: {e}") from e
+
+    def server_version(self, limit: int) -> str:
+        """What the upstream says its version is (``getVersion``), '' if it cannot say."""
+        scanned, buf = self.call(
+            binary.encode_header("getVersion", binary.CALL, 0) + bytes([binary.STOP]), False, limit
+        )
+        if scanned.header.mtype != binary.REPLY:
+            return ""
+        result, _ = fields.split(buf[: scanned.end], scanned.header.body_start, limit)
+        version = result.get(0)
+        return version.string() if version is not None and version.ttype == binary.STRING else ""

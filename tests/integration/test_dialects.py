@@ -63,7 +63,9 @@ def test_get_table_through_the_proxy(
     assert plain.sd.location == direct.sd.location == f"{stack['hdfs']}/warehouse/tpcds/item"
     assert fields_but_location(table) == fields_but_location(plain)
     assert [c.name for c in table.sd.cols] == [c.name for c in direct.sd.cols]
-    assert proxy.health()["not_served_by_upstream"] == {stack["hms"]: ["get_table"]}
+    health = proxy.health()  # the upstream's version was asked once, and what it lacks follows
+    assert health["upstream_versions"] == {stack["hms"]: "4.0.1"}
+    assert health["not_served_by_upstream"] == {stack["hms"]: ["get_table", "get_table_objects_by_name"]}
 
 
 def test_missing_tables_stay_no_such_object(
@@ -97,3 +99,17 @@ def test_an_exception_the_old_idl_does_not_declare_comes_as_an_application_error
         old_client.get_table_objects_by_name("no_such_database", ["t"])
     assert e.value.type == TApplicationException.INTERNAL_ERROR
     assert "tpcds" in old_client.get_all_databases()  # the connection goes on
+
+
+def test_an_unknown_method_answer_is_learned_when_the_version_says_nothing(
+    stack: dict[str, Any], tpcds: Any, proxy: MetastoreProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upstream whose version tells nothing: its "unknown method" answer is learned and the
+    call retried translated, so the client still gets its table."""
+    from metaproxy.proxy.upstream import Upstream
+
+    monkeypatch.setattr(Upstream, "server_version", lambda self, limit: "")
+    for client in hive2_client(uri(proxy, "cloud")):
+        assert client.get_table("tpcds", "item").sd.location == "s3://metaproxy/tpcds/item"
+        assert client.get_table("tpcds", "store").sd.location == "s3://metaproxy/tpcds/store"
+    assert proxy.health()["not_served_by_upstream"] == {stack["hms"]: ["get_table"]}

@@ -125,3 +125,18 @@ def test_what_an_upstream_lacks_is_learned_per_upstream() -> None:
     assert d.translation("thrift://b:1", "get_table") is None
     assert d.learn("thrift://a:1", "get_index_names") is None  # no translation: the error stands
     assert d.lacking() == {"thrift://a:1": ["get_index_names", "get_table"]}
+
+
+def test_the_version_an_upstream_reports_says_what_it_lacks() -> None:
+    d = Dialects()
+    assert d.version("thrift://h4:1") is None
+    d.probed("thrift://h4:1", "4.0.1")
+    d.probed("thrift://h2:1", "2.3.10")
+    d.probed("thrift://h3:1", "3.1.3")
+    d.probed("thrift://odd:1", "")  # could not say: only its answers will tell
+    assert d.lacking() == {
+        "thrift://h4:1": ["get_table", "get_table_objects_by_name"],
+        "thrift://h2:1": ["get_partitions_by_names_req"],
+        "thrift://h3:1": ["get_partitions_by_names_req"],
+    }
+    assert d.versions()["thrift://odd:1"] == "" and d.translation("thrift://odd:1", "get_table") is None
