@@ -215,6 +215,14 @@ class MetastoreConfig:
     writable_databases: tuple[str, ...] = _key("writable_databases", "str_list", (), check=_regexes)
     database_prefix: str = _key("database_prefix", "str", "")
     database_map: Mapping[str, str] = _key("database_map", "table", factory=dict, check=_name_map)
+    #: open connections kept to the HMS between client connections (0: one per client connection)
+    pool_size: int = _key(
+        "pool_size", "int", 32, check=_in_range(0, 4096, "a number of connections from 0 to 4096")
+    )
+    #: a pooled connection idle this long is closed
+    pool_idle_timeout_s: float = _key("pool_idle_timeout", "duration", 300.0)
+    #: a pooled connection idle this long is checked with a cheap call before it is used again
+    pool_check_after_s: float = _key("pool_check_after", "duration", 30.0)
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,7 @@ class MetastoreProxy:
     def _refresh_loop(self) -> None:
         while not self._stop.wait(self.config.proxy.mount_refresh_s):
             self.state.refresh()
+            self.state.pool.sweep()
 
     def health(self) -> dict[str, Any]:
         """``/health``: whether an upstream HMS answers, the listeners, the rules in force."""
@@ -96,6 +97,7 @@ class MetastoreProxy:
             "listeners": [f"{h}:{p} {prof}" for h, p, prof in self.addresses],
             "mounts": [m.path for m in self.state.mounts],
             "rules_version": self.state.version,
+            "upstream_pool_idle": self.state.pool.idle,
             "upstream_versions": self.state.dialects.versions(),
             "not_served_by_upstream": self.state.dialects.lacking(),
         }

@@ -19,3 +19,9 @@ TRANSLATED = Counter(
     "Calls sent upstream as another method the upstream serves",
     ["method", "as_method"],
 )
+POOL_IDLE = Gauge("metaproxy_proxy_upstream_pool_idle", "Open upstream connections waiting in the pool")
+POOL_EVENTS = Counter(
+    "metaproxy_proxy_upstream_pool",
+    "Upstream connections opened, reused, checked, expired, evicted and calls retried on a new one",
+    ["event"],
+)

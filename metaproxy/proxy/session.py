@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 from metaproxy.config import ListenerConfig
 from metaproxy.proxy.dialect import TRANSLATIONS, Untranslatable
-from metaproxy.proxy.metrics import CALLS, CONNECTIONS, LATENCY, REWRITTEN, TRANSLATED
+from metaproxy.proxy.metrics import CALLS, CONNECTIONS, LATENCY, POOL_EVENTS, REWRITTEN, TRANSLATED
+from metaproxy.proxy.pool import STATE_CALLS, STICKY, State, state_key
 from metaproxy.proxy.shared import ProxyState
 from metaproxy.proxy.upstream import (
     ClientGone,
@@ -45,16 +46,23 @@ CREATING = re.compile(r"^(create_|add_|append_)")
 
 
 class Session:
-    """One client connection and its upstream connection."""
+    """One client connection, and the upstream connection each of its calls borrows from the
+    pool (:mod:`~metaproxy.proxy.pool`)."""
 
     def __init__(self, state: ProxyState, listener: ListenerConfig, sock: socket.socket, peer: str) -> None:
         self.state = state
         self.listener = listener
         self.sock = sock
         self.peer = peer
-        ms = state.config.metastore
-        self.upstream = Upstream(ms.uris, ms.connect_timeout_s, ms.call_timeout_s)
         self.limit = state.config.proxy.max_message_bytes
+        #: the upstream connection of the call under way, or the one this client keeps
+        self.upstream: Upstream | None = None
+        #: the state calls (set_ugi, setMetaConf) this client made: its connections carry them
+        self.conn_state: State = ()
+        #: keep one upstream connection for the whole session: without a pool, as before
+        self.keep = state.config.metastore.pool_size == 0
+        #: the client used transactions or locks: its connection is its own, and closed after
+        self.txn = False
 
     def serve(self) -> None:
         buf = bytearray()
@@ -74,7 +82,9 @@ class Session:
             log.debug("client %s: %s", self.peer, e)
         finally:
             CONNECTIONS.labels(self.listener.profile).dec()
-            self.upstream.reset()
+            if self.upstream is not None:
+                self.state.pool.release(self.upstream, reusable=not self.txn)
+                self.upstream = None
             with contextlib.suppress(OSError):
                 self.sock.close()
 
@@ -165,19 +175,64 @@ class Session:
         except RewriteError as e:
             raise _Refused(f"metaproxy: {e}") from None
         request = out if out is not None else memoryview(buf)[: req.end]
+        if STICKY.search(h.name):
+            self.txn = True
         try:
-            if h.mtype == ONEWAY:
-                self.upstream.call(request, True, self.limit)
+            for retry in (False, True):
+                up = self._borrow(fresh=retry)
+                try:
+                    self._dispatch(h, request, outbound, call)
+                except UpstreamUnavailable as e:
+                    self._give_back(ok=False)
+                    # a pooled connection that the HMS closed meanwhile: a read goes again on a
+                    # new one (a write may have been done: it is not repeated)
+                    if retry or not up.reused or isinstance(e, UpstreamBroken) or self.txn or _writes(h.name):
+                        raise
+                    POOL_EVENTS.labels("retried").inc()
+                    continue
+                except BaseException:
+                    self._give_back(ok=False)
+                    raise
+                if h.name in STATE_CALLS and call.outcome == "ok":
+                    self.conn_state += (state_key(h.name, bytes(request[h.body_start :])),)
+                    up.state = self.conn_state
+                self._give_back(ok=True)
                 return
-            if h.name in TRANSLATIONS:  # answered whole, so an "unknown method" never reaches the client
-                self._bridged(h, request, outbound, call)
-                return
-            reply = self.upstream.relay(
-                request, self.sock, outbound, self.limit, reply_schema=self.state.reply_schema
-            )
         finally:
             if isinstance(request, memoryview):
                 request.release()
+
+    def _borrow(self, fresh: bool) -> Upstream:
+        """The upstream connection for this call: the one the client keeps, or one from the pool."""
+        if self.upstream is None or fresh:
+            self.upstream = self.state.pool.acquire(self.conn_state, fresh=fresh)
+        return self.upstream
+
+    def _give_back(self, ok: bool) -> None:
+        """After a call: the connection goes back to the pool, unless the client keeps it (or
+        it failed, and is closed)."""
+        up = self.upstream
+        if up is None or (ok and (self.keep or self.txn)):
+            return
+        self.upstream = None
+        self.state.pool.release(up, reusable=ok)
+
+    def _dispatch(
+        self,
+        h: MessageHeader,
+        request: bytes | memoryview,
+        outbound: Callable[[str, str], str | None],
+        call: _Call,
+    ) -> None:
+        up = self.upstream
+        assert up is not None
+        if h.mtype == ONEWAY:
+            up.call(request, True, self.limit)
+            return
+        if h.name in TRANSLATIONS:  # answered whole, so an "unknown method" never reaches the client
+            self._bridged(h, request, outbound, call)
+            return
+        reply = up.relay(request, self.sock, outbound, self.limit, reply_schema=self.state.reply_schema)
         if reply.mtype == binary.EXCEPTION:
             call.outcome = "upstream_exception"
 
@@ -191,13 +246,15 @@ class Session:
         """A call that has a translation: as it is while the upstream serves it; translated once
         the upstream is known not to (learned from its "unknown method" answer, then retried)."""
         dialects = self.state.dialects
-        self.upstream.connect()
-        uri = self.upstream.uri or ""
+        up = self.upstream
+        assert up is not None
+        up.connect()
+        uri = up.uri or ""
         if dialects.version(uri) is None:
-            dialects.probed(uri, self.upstream.server_version(self.limit))
+            dialects.probed(uri, up.server_version(self.limit))
         t = dialects.translation(uri, h.name)
         if t is None:
-            scanned, rbuf = self.upstream.call(request, False, self.limit, self.state.reply_schema)
+            scanned, rbuf = up.call(request, False, self.limit, self.state.reply_schema)
             if not _unknown_method(scanned, rbuf, self.limit):
                 self._send_rewritten(scanned, rbuf, outbound, call)
                 return
@@ -216,7 +273,7 @@ class Session:
             upstream_request = binary.encode_header(t.upstream, CALL, h.seqid) + t.request(args, self.limit)
         except Untranslatable as e:
             raise _Refused(f"metaproxy: {h.name} cannot be sent to {uri} as {t.upstream}: {e}") from None
-        scanned, rbuf = self.upstream.call(upstream_request, False, self.limit, self.state.reply_schema)
+        scanned, rbuf = up.call(upstream_request, False, self.limit, self.state.reply_schema)
         body = binary.splice(rbuf, scanned.end, scanned.spans, outbound) or bytes(rbuf[: scanned.end])
         rh = scanned.header
         if rh.mtype == binary.EXCEPTION:
@@ -307,6 +364,11 @@ def _unknown_method(scanned: Scanned, rbuf: bytearray, limit: int) -> bool:
         and kind.ttype == binary.I32
         and int.from_bytes(kind.value, "big") == binary.UNKNOWN_METHOD
     )
+
+
+def _writes(method: str) -> bool:
+    info = schema.method(method)
+    return info.write if info is not None else schema.is_write(method)
 
 
 class _Refused(Exception):  # noqa: N818

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from metaproxy.config import Config
 from metaproxy.mounts import MountTable, load_mount_table
 from metaproxy.proxy.dialect import Dialects
+from metaproxy.proxy.pool import UpstreamPool
 from metaproxy.proxy.upstream import reply_schema, reply_schema_db, request_schema, request_schema_db
 from metaproxy.rewrite import Rewriter
 from metaproxy.state import StateDB, open_state
@@ -44,6 +45,8 @@ class ProxyState:
         self._db: StateDB | None = None
         #: what each upstream is known not to serve (shared by every connection)
         self.dialects = Dialects()
+        #: open upstream connections between client connections
+        self.pool = UpstreamPool(ms, self.config.proxy.max_message_bytes)
         self.refresh()
 
     def _state(self) -> StateDB:
@@ -52,6 +55,7 @@ class ProxyState:
         return self._db
 
     def close(self) -> None:
+        self.pool.close()
         if self._db is not None:
             self._db.close()
             self._db = None

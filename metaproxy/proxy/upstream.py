@@ -100,6 +100,11 @@ class Upstream:
         self.sock: socket.socket | None = None
         self.uri: str | None = None
         self.buf = bytearray()
+        #: the state calls (set_ugi, …) this connection carries; see :mod:`metaproxy.proxy.pool`
+        self.state: tuple[bytes, ...] = ()
+        #: when it was last given back to the pool (monotonic), and whether it came from there
+        self.last_used = 0.0
+        self.reused = False
 
     def connect(self) -> socket.socket:
         if self.sock is not None:
@@ -121,13 +126,21 @@ class Upstream:
         raise UpstreamUnavailable("no upstream HMS reachable (" + "; ".join(errors) + ")")
 
     def reset(self) -> None:
+        """Close the connection (the next call opens a new one)."""
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.close()
-        if self.uri:
-            UPSTREAM_UP.labels(self.uri).set(0)
         self.sock, self.uri = None, None
+        self.state = ()
         self.buf.clear()
+
+    def _failed(self) -> str | None:
+        """The connection failed: say so in the metrics and close it; returns its URI."""
+        uri = self.uri
+        if uri:
+            UPSTREAM_UP.labels(uri).set(0)
+        self.reset()
+        return uri
 
     def relay(
         self,
@@ -195,8 +208,7 @@ class Upstream:
             self.reset()
             raise
         except (OSError, ConnectionClosed, Malformed) as e:
-            uri = self.uri
-            self.reset()
+            uri = self._failed()
             if sent:
                 raise UpstreamBroken(f"upstream {uri} failed in the middle of a reply: {e}") from e
             raise UpstreamUnavailable(f"upstream {uri} failed during the call: {e}") from e
@@ -218,8 +230,7 @@ class Upstream:
             scanned = read_message(sock, self.buf, reply_schema, limit)
             return scanned, self.buf
         except (OSError, ConnectionClosed, Malformed) as e:
-            uri = self.uri
-            self.reset()
+            uri = self._failed()
             raise UpstreamUnavailable(f"upstream {uri} failed during the call: {e}") from e
 
     def server_version(self, limit: int) -> str:
