@@ -235,6 +235,18 @@ class ProxyConfig:
     admin_port: int = _key("admin_port", "port", 9184)
     mount_refresh_s: float = _key("mount_refresh", "duration", 2.0)
     audit_log: str = _key("audit_log", "path", "")
+    #: how often the metastore's notification log is read (keeps the metadata cache fresh and
+    #: watches the HMS); 0: not followed (the HMS is still probed this often)
+    events_interval_s: float = _key("events_interval", "duration", 1.0)
+    #: how long one look at the HMS may wait before it counts as not answering
+    probe_timeout_s: float = _key("probe_timeout", "duration", 3.0)
+    #: answers of read-only calls kept, per listener; 0: none
+    metadata_cache_bytes: int = _key("metadata_cache_size", "size", 256 * 1024 * 1024)
+    #: when the notification log cannot vouch for cached answers, they are served while younger
+    #: than this; 0: every call goes upstream
+    metadata_stale_after_s: float = _key("metadata_stale_after", "duration", 0.0)
+    #: while the HMS does not answer, cached answers are served (stale) for this long
+    stale_if_error_s: float = _key("stale_if_error", "duration", 600.0)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ Trino uses. The metastore *proxy* does not use this module: it forwards bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
@@ -26,9 +26,10 @@ def parse_thrift_uri(uri: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
-@contextmanager
-def connect(uri: str, timeout_s: float = 60.0) -> Iterator[ThriftHiveMetastore.Client]:
-    """An open HMS client for ``thrift://host:port``; closed when the block ends."""
+def open_client(
+    uri: str, timeout_s: float = 60.0
+) -> tuple[ThriftHiveMetastore.Client, TTransport.TTransportBase]:
+    """An open HMS client for ``thrift://host:port`` and its transport (the caller closes it)."""
     host, port = parse_thrift_uri(uri)
     sock = TSocket.TSocket(host, port)
     sock.setTimeout(int(timeout_s * 1000))
@@ -36,7 +37,32 @@ def connect(uri: str, timeout_s: float = 60.0) -> Iterator[ThriftHiveMetastore.C
     protocol = TBinaryProtocol.TBinaryProtocolAccelerated(transport)
     client = ThriftHiveMetastore.Client(protocol)
     transport.open()
+    return client, transport
+
+
+@contextmanager
+def connect(uri: str, timeout_s: float = 60.0) -> Iterator[ThriftHiveMetastore.Client]:
+    """An open HMS client for ``thrift://host:port``; closed when the block ends."""
+    client, transport = open_client(uri, timeout_s)
     try:
         yield client
     finally:
         transport.close()
+
+
+@contextmanager
+def connect_first(uris: Sequence[str], timeout_s: float = 60.0) -> Iterator[ThriftHiveMetastore.Client]:
+    """A client of the first of ``uris`` that takes a connection (as the proxy fails over)."""
+    errors = []
+    for uri in uris:
+        try:
+            client, transport = open_client(uri, timeout_s)
+        except Exception as e:
+            errors.append(f"{uri}: {e}")
+            continue
+        try:
+            yield client
+        finally:
+            transport.close()
+        return
+    raise ConnectionError("no upstream HMS reachable (" + "; ".join(errors) + ")")

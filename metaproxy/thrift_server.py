@@ -22,7 +22,7 @@ from typing import Any
 from metaproxy.config import Config, ListenerConfig
 from metaproxy.proxy.session import Session
 from metaproxy.proxy.shared import ProxyState
-from metaproxy.proxy.upstream import Upstream
+from metaproxy.proxy.watch import Watch
 
 log = logging.getLogger("metaproxy.proxy")
 
@@ -58,6 +58,9 @@ class MetastoreProxy:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._refresher: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
+        #: follows the notification log, keeps the metadata cache fresh and the HMS watched
+        self.watch = Watch(config, self.state.health, self.state.metacache)
 
     @property
     def addresses(self) -> list[tuple[str, int, str]]:
@@ -72,6 +75,10 @@ class MetastoreProxy:
             self._threads.append(t)
         self._refresher = threading.Thread(target=self._refresh_loop, name="proxy-refresh", daemon=True)
         self._refresher.start()
+        self._watcher = threading.Thread(
+            target=self.watch.run, args=(self._stop,), name="proxy-watch", daemon=True
+        )
+        self._watcher.start()
         for host, port, profile in self.addresses:
             log.info("metastore proxy listening on %s:%d (profile %s)", host, port, profile)
 
@@ -81,19 +88,12 @@ class MetastoreProxy:
             self.state.pool.sweep()
 
     def health(self) -> dict[str, Any]:
-        """``/health``: whether an upstream HMS answers, the listeners, the rules in force."""
-        ms = self.config.metastore
-        up = Upstream(ms.uris, ms.connect_timeout_s, 5.0)
-        try:
-            up.connect()
-            upstream, ok = up.uri, True
-        except Exception as e:
-            upstream, ok = str(e), False
-        finally:
-            up.reset()
+        """``/health``: whether the upstream HMS answers (503 while it does not; the proxy then
+        serves what it has cached), the notification log, the cache, the listeners, the rules."""
+        watch = self.watch.status()
         return {
-            "ok": ok,
-            "upstream": upstream,
+            "ok": watch["upstream"]["answering"],
+            **watch,
             "listeners": [f"{h}:{p} {prof}" for h, p, prof in self.addresses],
             "mounts": [m.path for m in self.state.mounts],
             "rules_version": self.state.version,
@@ -107,6 +107,7 @@ class MetastoreProxy:
         for s in self.servers:
             s.shutdown()
             s.server_close()
-        if self._refresher is not None:
-            self._refresher.join(10)
+        for t in (self._refresher, self._watcher):
+            if t is not None:
+                t.join(10)
         self.state.close()

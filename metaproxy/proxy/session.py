@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from metaproxy.config import ListenerConfig
 from metaproxy.proxy.dialect import TRANSLATIONS, Untranslatable
+from metaproxy.proxy.metacache import Key, cacheable, request_tags
 from metaproxy.proxy.metrics import CALLS, CONNECTIONS, LATENCY, POOL_EVENTS, REWRITTEN, TRANSLATED
 from metaproxy.proxy.pool import STATE_CALLS, STICKY, State, state_key
 from metaproxy.proxy.shared import ProxyState
@@ -178,29 +179,99 @@ class Session:
         if STICKY.search(h.name):
             self.txn = True
         try:
-            for retry in (False, True):
-                up = self._borrow(fresh=retry)
-                try:
-                    self._dispatch(h, request, outbound, call)
-                except UpstreamUnavailable as e:
-                    self._give_back(ok=False)
-                    # a pooled connection that the HMS closed meanwhile: a read goes again on a
-                    # new one (a write may have been done: it is not repeated)
-                    if retry or not up.reused or isinstance(e, UpstreamBroken) or self.txn or _writes(h.name):
-                        raise
-                    POOL_EVENTS.labels("retried").inc()
-                    continue
-                except BaseException:
-                    self._give_back(ok=False)
-                    raise
-                if h.name in STATE_CALLS and call.outcome == "ok":
-                    self.conn_state += (state_key(h.name, bytes(request[h.body_start :])),)
-                    up.state = self.conn_state
-                self._give_back(ok=True)
-                return
+            self._answer(h, request, outbound, call)
         finally:
             if isinstance(request, memoryview):
                 request.release()
+
+    def _answer(
+        self,
+        h: MessageHeader,
+        request: bytes | memoryview,
+        outbound: Callable[[str, str], str | None],
+        call: _Call,
+    ) -> None:
+        """From the metadata cache when it holds a fresh answer; else upstream (the answer kept
+        if the call may be cached); while the HMS does not answer, from the cache, stale, or an
+        error at once."""
+        cache, health = self.state.metacache, self.state.health
+        key: Key | None = None
+        if h.mtype == CALL and cacheable(h.name):
+            key = (self.listener.profile, h.name, bytes(request[h.body_start :]), self.conn_state)
+            hit = cache.get(key)
+            if hit is not None:
+                call.outcome = "cached"
+                self._send(binary.encode_header(h.name, binary.REPLY, h.seqid) + hit.body)
+                return
+        down = health.down_since
+        if down is not None:
+            if key is not None and self._stale(h, key, down, call):
+                return
+            raise UpstreamUnavailable(
+                f"no upstream HMS reachable: the metastore is {health.describe()}; "
+                "only answers cached before the outage are served"
+            )
+        capture: list[bytes] | None = [] if key is not None else None
+        try:
+            self._call_upstream(h, request, outbound, call, capture)
+        except UpstreamUnavailable as e:
+            if (
+                key is not None
+                and not isinstance(e, UpstreamBroken)
+                and self._stale(h, key, time.monotonic(), call)
+            ):
+                return
+            raise
+        if key is not None and capture and call.outcome == "ok":
+            message = b"".join(capture)
+            header = binary.parse_header(message)
+            cache.put(key, message[header.body_start :], request_tags(h.name, key[2]))
+        elif _writes(h.name):  # a write through the proxy: what it may have touched goes at once
+            tags = request_tags(h.name, bytes(request[h.body_start :]))
+            if ("", "") in tags:
+                cache.flush(cause="write")
+            for db, table in tags - {("", "")}:
+                cache.invalidate(db, table, cause="write")
+
+    def _stale(self, h: MessageHeader, key: Key, down_since: float, call: _Call) -> bool:
+        """Answer from the cache while the HMS does not (within ``stale_if_error``)."""
+        entry = self.state.metacache.get_stale(key, down_since)
+        if entry is None:
+            return False
+        call.outcome = "stale"
+        self._send(binary.encode_header(h.name, binary.REPLY, h.seqid) + entry.body)
+        return True
+
+    def _call_upstream(
+        self,
+        h: MessageHeader,
+        request: bytes | memoryview,
+        outbound: Callable[[str, str], str | None],
+        call: _Call,
+        capture: list[bytes] | None,
+    ) -> None:
+        for retry in (False, True):
+            up = self._borrow(fresh=retry)
+            try:
+                self._dispatch(h, request, outbound, call, capture)
+            except UpstreamUnavailable as e:
+                self._give_back(ok=False)
+                # a pooled connection that the HMS closed meanwhile: a read goes again on a new
+                # one (a write may have been done: it is not repeated)
+                if retry or not up.reused or isinstance(e, UpstreamBroken) or self.txn or _writes(h.name):
+                    raise
+                POOL_EVENTS.labels("retried").inc()
+                if capture is not None:
+                    capture.clear()
+                continue
+            except BaseException:
+                self._give_back(ok=False)
+                raise
+            if h.name in STATE_CALLS and call.outcome == "ok":
+                self.conn_state += (state_key(h.name, bytes(request[h.body_start :])),)
+                up.state = self.conn_state
+            self._give_back(ok=True)
+            return
 
     def _borrow(self, fresh: bool) -> Upstream:
         """The upstream connection for this call: the one the client keeps, or one from the pool."""
@@ -223,6 +294,7 @@ class Session:
         request: bytes | memoryview,
         outbound: Callable[[str, str], str | None],
         call: _Call,
+        capture: list[bytes] | None = None,
     ) -> None:
         up = self.upstream
         assert up is not None
@@ -230,9 +302,11 @@ class Session:
             up.call(request, True, self.limit)
             return
         if h.name in TRANSLATIONS:  # answered whole, so an "unknown method" never reaches the client
-            self._bridged(h, request, outbound, call)
+            self._bridged(h, request, outbound, call, capture)
             return
-        reply = up.relay(request, self.sock, outbound, self.limit, reply_schema=self.state.reply_schema)
+        reply = up.relay(
+            request, self.sock, outbound, self.limit, reply_schema=self.state.reply_schema, capture=capture
+        )
         if reply.mtype == binary.EXCEPTION:
             call.outcome = "upstream_exception"
 
@@ -242,6 +316,7 @@ class Session:
         request: bytes | memoryview,
         outbound: Callable[[str, str], str | None],
         call: _Call,
+        capture: list[bytes] | None = None,
     ) -> None:
         """A call that has a translation: as it is while the upstream serves it; translated once
         the upstream is known not to (learned from its "unknown method" answer, then retried)."""
@@ -256,7 +331,7 @@ class Session:
         if t is None:
             scanned, rbuf = up.call(request, False, self.limit, self.state.reply_schema)
             if not _unknown_method(scanned, rbuf, self.limit):
-                self._send_rewritten(scanned, rbuf, outbound, call)
+                self._send_rewritten(scanned, rbuf, outbound, call, capture)
                 return
             t = dialects.learn(uri, h.name)
             log.info(
@@ -296,12 +371,22 @@ class Session:
                         f"metaproxy: the answer to {t.upstream} cannot be given as {h.name}: {e}"
                     ) from None
         self._send(answer)
+        if capture is not None:
+            capture.append(answer)
 
     def _send_rewritten(
-        self, scanned: Scanned, rbuf: bytearray, outbound: Callable[[str, str], str | None], call: _Call
+        self,
+        scanned: Scanned,
+        rbuf: bytearray,
+        outbound: Callable[[str, str], str | None],
+        call: _Call,
+        capture: list[bytes] | None = None,
     ) -> None:
         body = binary.splice(rbuf, scanned.end, scanned.spans, outbound)
-        self._send(body if body is not None else memoryview(rbuf)[: scanned.end])
+        answer = body if body is not None else bytes(rbuf[: scanned.end])
+        self._send(answer)
+        if capture is not None:
+            capture.append(answer)
         if scanned.header.mtype == binary.EXCEPTION:
             call.outcome = "upstream_exception"
 

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from metaproxy.config import Config
 from metaproxy.mounts import MountTable, load_mount_table
 from metaproxy.proxy.dialect import Dialects
+from metaproxy.proxy.metacache import MetadataCache
 from metaproxy.proxy.pool import UpstreamPool
 from metaproxy.proxy.upstream import reply_schema, reply_schema_db, request_schema, request_schema_db
+from metaproxy.proxy.watch import UpstreamHealth
 from metaproxy.rewrite import Rewriter
 from metaproxy.state import StateDB, open_state
 from metaproxy.state.units import load_flips
@@ -47,6 +49,12 @@ class ProxyState:
         self.dialects = Dialects()
         #: open upstream connections between client connections
         self.pool = UpstreamPool(ms, self.config.proxy.max_message_bytes)
+        px = self.config.proxy
+        #: answers of read-only calls, and whether the HMS answers at all
+        self.metacache = MetadataCache(
+            px.metadata_cache_bytes, px.metadata_stale_after_s, px.stale_if_error_s
+        )
+        self.health = UpstreamHealth()
         self.refresh()
 
     def _state(self) -> StateDB:

@@ -150,6 +150,7 @@ class Upstream:
         limit: int,
         reply_schema: Callable[[MessageHeader], binary.StructSchema | None] = reply_schema,
         flush_bytes: int = 256 * 1024,
+        capture: list[bytes] | None = None,
     ) -> MessageHeader:
         """Send a request and stream the reply to ``client`` as it arrives, rewritten.
 
@@ -157,7 +158,7 @@ class Upstream:
         string among them is known and complete): the client decodes while the HMS is still
         sending, as it would talking to the HMS directly. If the reply turns out malformed
         half-way, the client has part of it and its connection must be closed
-        (:class:`UpstreamBroken`).
+        (:class:`UpstreamBroken`). ``capture``, if given, receives every piece sent.
         """
         sock = self.connect()
         buf = self.buf
@@ -200,6 +201,8 @@ class Upstream:
                     client.sendall(piece)
                 except OSError as e:
                     raise ClientGone(str(e)) from e
+                if capture is not None:
+                    capture.append(piece)
                 sent = safe
                 if done is not None:
                     del buf[: done.end]
