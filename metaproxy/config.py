@@ -336,6 +336,14 @@ class GatewayConfig:
     )
     #: how often TTL'd paths are swept
     ttl_check_interval_s: float = _key("ttl_check_interval", "duration", 10.0)
+    #: while a UFS does not answer, cached listings, statuses and blocks are served this long
+    stale_if_error_s: float = _key("stale_if_error", "duration", 600.0)
+    #: how often each UFS is probed, and how long a probe may wait before it counts as down
+    probe_interval_s: float = _key("probe_interval", "duration", 1.0)
+    probe_timeout_s: float = _key("probe_timeout", "duration", 3.0)
+    #: how often the metastore's notification log is read, so an on-prem change reaches the
+    #: listings it touches at once; 0: not followed (listings age out after stale_after)
+    events_interval_s: float = _key("events_interval", "duration", 1.0)
 
 
 def _schemes(_: object, mount: Mapping[str, Any]) -> tuple[str, ...]:

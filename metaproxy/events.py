@@ -36,6 +36,8 @@ EVENT_LOG_UP = Gauge("metaproxy_event_log_up", "1 while the metastore's notifica
 EVENTS_LOST = Counter("metaproxy_events_lost", "Times events were found missing (caches flushed)")
 LAST_EVENT = Gauge("metaproxy_event_log_last_id", "The id of the last notification event read")
 
+#: how long to wait before looking again at a log the metastore does not let be read
+UNSUPPORTED_RETRY_S = 60.0
 #: event types that change what a table's listings hold (the gateway re-lists their locations)
 DATA_EVENTS = frozenset(
     {
@@ -276,10 +278,13 @@ class EventLog:
         """Poll every ``interval_s`` until ``stop``; a batch that fills ``batch`` is followed at
         once by the next."""
         while not stop.is_set():
+            wait = self.interval_s
             try:
                 n = self.poll()
+            except Unsupported:
+                n, wait = 0, max(self.interval_s, UNSUPPORTED_RETRY_S)  # it may be turned on later
             except Exception:
                 n = 0
             if n < self.batch:
-                stop.wait(self.interval_s)
+                stop.wait(wait)
         self._close()

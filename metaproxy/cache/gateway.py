@@ -28,6 +28,7 @@ from metaproxy.cache.metadata import MetadataCache
 from metaproxy.cache.metrics import BYTES, READ_AHEAD, count_ufs_call
 from metaproxy.cache.readahead import ReadAhead
 from metaproxy.cache.reads import ReadLog
+from metaproxy.cache.watch import UfsHealth, root_of
 from metaproxy.config import Config
 from metaproxy.mounts import Mount, MountTable, load_mount_table
 from metaproxy.state import open_state
@@ -71,7 +72,11 @@ class Gateway:
         self.ufs = UfsSet(config.hdfs, config.s3, on_call=count_ufs_call)
         #: UFS calls (stat, list, block reads) wait a round trip each across a slow link
         self.pool = ThreadPoolExecutor(max_workers=g.io_threads, thread_name_prefix="gateway-io")
-        self.metadata = MetadataCache(self.ufs, g.stale_after_s, g.refresh_listings_for_s, self.pool)
+        #: which UFS answers (probed by the server); while one does not, cached data serves
+        self.health = UfsHealth()
+        self.metadata = MetadataCache(
+            self.ufs, g.stale_after_s, g.refresh_listings_for_s, self.pool, self.health, g.stale_if_error_s
+        )
         self.read_ahead = ReadAhead(g.read_ahead_blocks)
         self.db = open_state(config.state_path)
         self.reads = ReadLog(self.db)
@@ -137,6 +142,7 @@ class Gateway:
             "disk_errors": st.disk_errors,
             "corrupt_blocks": st.corrupt_blocks,
             "mounts": [m.path for m in self.mounts],
+            "ufs_not_answering": self.health.status(),
             **self.manager.rules(),
         }
 
@@ -205,7 +211,10 @@ class Gateway:
         return self.cache.open_cached(r.block(index))
 
     def open_stream(self, first: BlockKey, nbytes: int) -> Stream:
-        """The UFS bytes of blocks from ``first`` on (the block cache's run reader)."""
+        """The UFS bytes of blocks from ``first`` on (the block cache's run reader); at once an
+        error while that UFS is known not to answer."""
+        if self.health.down_since(first.path) is not None:
+            raise UfsUnavailable(f"{self.health.describe(first.path)}; the block is not cached")
         stream = self.ufs.open_read(first.path, first.index * self.cache.block_size, nbytes)
         return _Counted(stream, self, scheme_of(first.path))
 
@@ -252,6 +261,14 @@ class Gateway:
         """Delete an object's copy on the create target (other members are never touched)."""
         self.ufs.delete(uri)
         self._forget(mount, rest)
+
+    def ufs_roots(self) -> list[tuple[str, str]]:
+        """One URI of each UFS the mounts read from, by root (what the health probe looks at)."""
+        roots: dict[str, str] = {}
+        for m in self.mounts:
+            for prefix in m.ufs:
+                roots.setdefault(root_of(prefix), prefix)
+        return sorted(roots.items())
 
     def _forget(self, mount: Mount, rest: str) -> None:
         self.metadata.forget(self.mounts.ufs_location(mount, rest, member) for member in mount.read_priority)

@@ -7,7 +7,11 @@ status names, so a rewritten file is never served from old blocks. An engine lis
 directory, then reads its files: the statuses a listing brings are kept as fresh ones, since
 across a slow link a second round trip per file is what stating each one again would cost.
 A write through the gateway drops what it may have changed, and bumps a generation so no
-listing fetched before it is stored after it.
+listing fetched before it is stored after it; so does an event of the metastore's notification
+log that names a location (:meth:`MetadataCache.forget_under`).
+
+While the UFS holding a URI does not answer (:class:`~metaproxy.cache.watch.UfsHealth`), what
+is known of it is served as it is, for ``stale_if_error``; what is not known fails at once.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import replace
 
-from metaproxy.cache.metrics import LISTING_REFRESHES
-from metaproxy.ufs import FileStatus, Ufs
+from metaproxy.cache.metrics import LISTING_REFRESHES, STALE_SERVED
+from metaproxy.cache.watch import UfsHealth
+from metaproxy.ufs import FileStatus, Ufs, UfsUnavailable
 
 log = logging.getLogger("metaproxy.gateway")
 
@@ -34,8 +39,18 @@ MAX_REFRESHED_LISTINGS = 2048
 class MetadataCache:
     """Statuses and listings of UFS URIs, with a bound on their age."""
 
-    def __init__(self, ufs: Ufs, stale_after_s: float, refresh_listings_for_s: float, pool: Executor) -> None:
+    def __init__(
+        self,
+        ufs: Ufs,
+        stale_after_s: float,
+        refresh_listings_for_s: float,
+        pool: Executor,
+        health: UfsHealth | None = None,
+        stale_if_error_s: float = 0.0,
+    ) -> None:
         self.ufs = ufs
+        self.health = health or UfsHealth()
+        self.stale_if_error_s = stale_if_error_s
         self.stale_after_s = stale_after_s
         self.refresh_listings_for_s = refresh_listings_for_s
         self.pool = pool
@@ -64,11 +79,29 @@ class MetadataCache:
         hit = self.fresh_status(uri)
         if hit is not None:
             return hit
+        with self._lock:
+            known = self._statuses.get(uri)
         now = time.monotonic()
-        st = self.ufs.stat(uri)
+        try:
+            self._up_or_fail(uri, known is not None)
+            st = self.ufs.stat(uri)
+        except UfsUnavailable:
+            if known is not None and self._may_serve_stale(uri, now):
+                STALE_SERVED.labels("status").inc()
+                return known[1]
+            raise
         with self._lock:
             self._statuses[uri] = (now, st)
         return st
+
+    def _up_or_fail(self, uri: str, known: bool) -> None:
+        """Fail at once (not after a timeout) when the UFS holding ``uri`` is known to be down."""
+        if self.health.down_since(uri) is not None:
+            raise UfsUnavailable(self.health.describe(uri) + ("" if known else f"; {uri} is not cached"))
+
+    def _may_serve_stale(self, uri: str, failed_at: float) -> bool:
+        since = self.health.down_since(uri) or failed_at
+        return self.stale_if_error_s > 0 and time.monotonic() - since <= self.stale_if_error_s
 
     def forget(self, uris: Iterable[str]) -> None:
         """A write changed these files: drop their statuses and every listing."""
@@ -93,7 +126,33 @@ class MetadataCache:
                     self._served.popitem(last=False)
         if hit is not None and now - hit[0] < self.stale_after_s:
             return hit[1]
-        return self._relist(uri, gen)
+        try:
+            self._up_or_fail(uri, hit is not None)
+            return self._relist(uri, gen)
+        except UfsUnavailable:
+            if hit is not None and self._may_serve_stale(uri, now):
+                STALE_SERVED.labels("listing").inc()
+                return hit[1]
+            raise
+
+    def forget_under(self, location: str) -> int:
+        """Something changed at ``location``: drop the listings that contain it or lie below it,
+        and the statuses below it; how many were dropped."""
+        loc = location.rstrip("/")
+
+        def related(uri: str) -> bool:
+            u = uri.rstrip("/")
+            return u == loc or u.startswith(loc + "/") or loc.startswith(u + "/")
+
+        with self._lock:
+            self._generation += 1
+            listings = [u for u in self._listings if related(u)]
+            for u in listings:
+                del self._listings[u]
+            statuses = [u for u in self._statuses if u == loc or u.startswith(loc + "/")]
+            for u in statuses:
+                del self._statuses[u]
+        return len(listings) + len(statuses)
 
     def _relist(self, uri: str, gen: int) -> list[FileStatus]:
         started = time.monotonic()  # the listing is as old as the request that fetched it

@@ -26,6 +26,13 @@ LISTING_REFRESHES = Counter(
 )
 
 
+STALE_SERVED = Counter(
+    "metaproxy_gateway_stale_served",
+    "Listings and statuses served stale because their UFS did not answer",
+    ["what"],
+)
+
+
 def count_ufs_call(scheme: str, op: str) -> None:
     """A :class:`~metaproxy.ufs.UfsSet` ``on_call`` hook."""
     UFS_CALLS.labels(scheme, op).inc()

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import threading
 import time
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -20,9 +21,18 @@ from metaproxy.cache.gateway import Gateway
 from metaproxy.cache.metrics import CacheCollector
 from metaproxy.cache.reads import FLUSH_EVERY_S
 from metaproxy.cache.routes import make_app
+from metaproxy.cache.watch import EventRefresher, probe_loop
 from metaproxy.config import Config
+from metaproxy.events import EventLog
+from metaproxy.ufs import UfsNotFound, UfsSet
 
 log = logging.getLogger("metaproxy.gateway")
+
+
+def _probe(ufs: UfsSet, uri: str) -> None:
+    """A UFS answers if it says anything about ``uri`` — "not found" included."""
+    with contextlib.suppress(UfsNotFound):
+        ufs.stat(uri)
 
 
 class GatewayServer:
@@ -43,6 +53,7 @@ class GatewayServer:
         self._collector: CacheCollector | None = None
         self._stopping = threading.Event()
         self._background: list[threading.Thread] = []
+        self.events: EventLog | None = None
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -67,7 +78,24 @@ class GatewayServer:
         gw = self.gateway
         self._collector = CacheCollector(gw.cache, gw.ufs_bytes)
         REGISTRY.register(self._collector)
-        self._background = [threading.Thread(target=self._sweep, name="cache-ttl", daemon=True)]
+        g = self.config.gateway
+        probes = UfsSet(self.config.hdfs, self.config.s3, timeout_s=g.probe_timeout_s)
+        self._background = [
+            threading.Thread(target=self._sweep, name="cache-ttl", daemon=True),
+            threading.Thread(
+                target=probe_loop,
+                args=(gw.ufs_roots, partial(_probe, probes), gw.health, g.probe_interval_s, self._stopping),
+                name="ufs-probe",
+                daemon=True,
+            ),
+        ]
+        if g.events_interval_s > 0:
+            self.events = self._event_log()
+            self._background.append(
+                threading.Thread(
+                    target=self.events.run, args=(self._stopping,), name="gateway-events", daemon=True
+                )
+            )
         if self.config.gateway.refresh_listings_for_s > 0:
             self._background.append(
                 threading.Thread(
@@ -81,6 +109,15 @@ class GatewayServer:
             t.start()
         return self
 
+    def _event_log(self) -> EventLog:
+        """The metastore's notification log, its data events refreshing what they name."""
+        from metaproxy.hms import connect_first
+
+        ms, g = self.config.metastore, self.config.gateway
+        log_ = EventLog(lambda: connect_first(ms.uris, g.probe_timeout_s), g.events_interval_s)
+        log_.subscribe(EventRefresher(self.gateway.metadata.forget_under))
+        return log_
+
     def _admin(self) -> AdminServer:
         gw = self.gateway
         m = gw.manager
@@ -92,7 +129,13 @@ class GatewayServer:
         return AdminServer(
             self.config.proxy.admin_host,
             self.config.gateway.admin_port,
-            lambda: {"ok": True, "port": self.port, "mounts": [mt.path for mt in gw.mounts]},
+            lambda: {
+                "ok": True,
+                "port": self.port,
+                "mounts": [mt.path for mt in gw.mounts],
+                "ufs_not_answering": gw.health.status(),
+                "notification_log": self.events.status() if self.events is not None else {"followed": False},
+            },
             {"/report": gw.report, "/cache/rules": m.rules},
             {
                 "/cache/plan": lambda a: m.plan(str(a["path"])),

@@ -144,10 +144,13 @@ class UfsSet(Ufs):
         hdfs: HdfsConfig,
         s3: S3Config,
         on_call: Callable[[str, str], None] | None = None,
+        timeout_s: float | None = None,
     ) -> None:
+        """``timeout_s``: for every call, instead of the configured ones (the health probes')."""
         self._hdfs_config = hdfs
         self._s3_config = s3
         self._on_call = on_call
+        self._timeout_s = timeout_s
         self._hdfs: WebHdfs | None = None
         self._s3: S3Ufs | None = None
 
@@ -157,7 +160,7 @@ class UfsSet(Ufs):
             from metaproxy.ufs.webhdfs import WebHdfs
 
             c = self._hdfs_config
-            self._hdfs = WebHdfs(c.webhdfs, c.user, c.timeout_s)
+            self._hdfs = WebHdfs(c.webhdfs, c.user, self._timeout_s or c.timeout_s)
         return self._hdfs
 
     @property
@@ -165,7 +168,7 @@ class UfsSet(Ufs):
         if self._s3 is None:
             from metaproxy.ufs.s3 import S3Ufs
 
-            self._s3 = S3Ufs(self._s3_config)
+            self._s3 = S3Ufs(self._s3_config, timeout_s=self._timeout_s)
         return self._s3
 
     def for_uri(self, uri: str, op: str = "") -> Ufs:

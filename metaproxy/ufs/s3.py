@@ -26,8 +26,9 @@ _MISSING = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket", "NoSuchUpl
 _RETRYABLE = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError"})
 
 
-def s3_client(c: S3Config, max_attempts: int = 3) -> Any:
-    """A boto3 S3 client for the configured endpoint, region, keys and addressing style."""
+def s3_client(c: S3Config, max_attempts: int = 3, timeout_s: float | None = None) -> Any:
+    """A boto3 S3 client for the configured endpoint, region, keys and addressing style
+    (``timeout_s``: for connecting and for each read; botocore's defaults otherwise)."""
     import boto3
     from botocore.config import Config as BotoConfig
 
@@ -40,6 +41,7 @@ def s3_client(c: S3Config, max_attempts: int = 3) -> Any:
         config=BotoConfig(
             s3={"addressing_style": "path" if c.path_style else "auto"},
             retries={"max_attempts": max_attempts, "mode": "standard"},
+            **({"connect_timeout": timeout_s, "read_timeout": timeout_s} if timeout_s else {}),
         ),
     )
 
@@ -112,16 +114,19 @@ class Upload:
 class S3Ufs(Ufs):
     """S3 through one boto3 client (thread-safe), made when first needed."""
 
-    def __init__(self, config: S3Config, client: Any = None) -> None:
+    def __init__(self, config: S3Config, client: Any = None, timeout_s: float | None = None) -> None:
         self.config = config
         self._client = client
+        self._timeout_s = timeout_s
         self._lock = threading.Lock()
 
     @property
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
-                self._client = s3_client(self.config)
+                self._client = s3_client(
+                    self.config, max_attempts=1 if self._timeout_s else 3, timeout_s=self._timeout_s
+                )
             return self._client
 
     # -- the UFS operations -------------------------------------------------------------------
