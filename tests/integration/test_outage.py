@@ -1,0 +1,172 @@
+"""Degrade, don't die: with the on-prem side frozen (its processes stopped with SIGSTOP, their
+ports still open, as a hung machine or a dead link looks), what metaproxy has cached keeps
+being served, the rest fails at once with a clear error, health says so, and all recovers by
+itself when the on-prem side thaws."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import pytest
+import requests
+from botocore.config import Config as BotoConfig
+from hive_metastore import ttypes as tt
+from proxying import proxy_config, uri
+
+from metaproxy.cache.server import GatewayServer
+from metaproxy.config import parse_config
+from metaproxy.hms import connect
+from metaproxy.thrift_server import MetastoreProxy
+from metaproxy.ufs.webhdfs import WebHdfs
+
+pytestmark = pytest.mark.integration
+
+
+@contextmanager
+def frozen(stack: dict[str, Any], *components: str) -> Iterator[None]:
+    """The stack's processes of ``components`` stopped (SIGSTOP) for the block, then resumed."""
+    pids = [int(stack["pids"][c]) for c in components]
+    for pid in pids:
+        os.killpg(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.killpg(pid, signal.SIGCONT)
+
+
+def wait_for(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_the_proxy_serves_what_it_holds_while_the_metastore_is_frozen(
+    stack: dict[str, Any], tpcds: Any, tmp_path: Any
+) -> None:
+    cfg = proxy_config(stack, str(tmp_path), call_timeout="30s")
+    raw_proxy = {"events_interval": "200ms", "probe_timeout": "500ms", "stale_if_error": "5m"}
+    cfg = parse_config(
+        {
+            "metastore": {"uris": list(cfg.metastore.uris), "call_timeout": "30s"},
+            "state": {"path": f"{tmp_path}/state.db"},
+            "proxy": {
+                "mount_refresh": "200ms",
+                **raw_proxy,
+                "listener": [{"port": 0, "profile": "cloud"}, {"port": 0, "profile": "passthrough"}],
+            },
+            "mount": [{"path": "/tpcds", "ufs": f"{stack['hdfs']}/warehouse/tpcds"}],
+        },
+        "test.toml",
+    )
+    p = MetastoreProxy(cfg)
+    p.start()
+    req = tt.GetTableRequest(dbName="tpcds", tblName="store_sales")
+    try:
+        with connect(uri(p, "cloud")) as c:  # warm: the answers are kept
+            table = c.get_table_req(req).table
+            names = c.get_partition_names("tpcds", "store_sales", -1)
+            parts = c.get_partitions_by_names("tpcds", "store_sales", names[:5])
+        with frozen(stack, "hms"):
+            wait_for(lambda: not p.health()["ok"], "the proxy to see the metastore frozen")
+            assert "timeout" in p.health()["upstream"]["reason"]
+            with connect(uri(p, "cloud"), timeout_s=10) as c:
+                assert c.get_table_req(req).table == table  # stale, from the cache
+                assert c.get_partition_names("tpcds", "store_sales", -1) == names
+                assert c.get_partitions_by_names("tpcds", "store_sales", names[:5]) == parts
+                with pytest.raises(tt.MetaException, match="not answering"):  # never cached: told at once
+                    c.get_table_req(tt.GetTableRequest(dbName="tpcds", tblName="item"))
+            # one listener's answers are its own: the passthrough listener never had this one
+            with (
+                connect(uri(p, "passthrough"), timeout_s=10) as c,
+                pytest.raises(tt.MetaException, match="not answering"),
+            ):
+                c.get_table_req(req)
+        wait_for(lambda: p.health()["ok"], "the proxy to see the metastore again")
+        with connect(uri(p, "cloud")) as c:
+            assert (
+                c.get_table_req(tt.GetTableRequest(dbName="tpcds", tblName="item")).table.tableName == "item"
+            )
+    finally:
+        p.stop()
+
+
+def test_the_gateway_serves_what_it_holds_while_hdfs_is_frozen(stack: dict[str, Any], tmp_path: Any) -> None:
+    root = f"/tmp/outage-{uuid.uuid4().hex[:8]}"
+    fs = WebHdfs(stack["webhdfs"])
+    data = os.urandom(300_000)
+    fs.write(f"{root}/d=1/cached.bin", data)
+    fs.write(f"{root}/d=2/cold.bin", b"never read before the outage")
+    cfg = parse_config(
+        {
+            "state": {"path": f"{tmp_path}/state.db"},
+            "gateway": {
+                "port": 0,
+                "admin_port": 0,
+                "bucket": "metaproxy",
+                "access_key": "k",
+                "secret_key": "s",
+                "block_size": "64KiB",
+                "stale_after": "1s",
+                "probe_interval": "200ms",
+                "probe_timeout": "500ms",
+                "events_interval": "0s",
+                "disk": {"path": f"{tmp_path}/cache", "capacity": "64MiB"},
+            },
+            "hdfs": {"webhdfs": stack["webhdfs"]},
+            "mount": [{"path": "/data", "ufs": f"{stack['hdfs']}{root}"}],
+        },
+        "test.toml",
+    )
+    gw = GatewayServer(cfg).start()
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{gw.port}",
+        aws_access_key_id="k",
+        aws_secret_access_key="s",
+        region_name="us-east-1",
+        config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, read_timeout=20),
+    )
+    admin = f"http://127.0.0.1:{gw.admin.port}" if gw.admin else ""
+
+    def listed() -> list[str]:
+        return sorted(
+            o["Key"] for o in s3.list_objects_v2(Bucket="metaproxy", Prefix="data/d=1/")["Contents"]
+        )
+
+    try:
+        assert s3.get_object(Bucket="metaproxy", Key="data/d=1/cached.bin")["Body"].read() == data
+        assert listed() == ["data/d=1/cached.bin"]
+        with frozen(stack, "namenode"):
+            wait_for(
+                lambda: requests.get(f"{admin}/health", timeout=5).json()["ufs_not_answering"], "the probe"
+            )
+            time.sleep(1.2)  # past stale_after: what is served now comes from the outage rules
+            assert s3.get_object(Bucket="metaproxy", Key="data/d=1/cached.bin")["Body"].read() == data
+            assert listed() == ["data/d=1/cached.bin"]
+            with pytest.raises(botocore.exceptions.ClientError) as e:  # never read: told at once
+                s3.get_object(Bucket="metaproxy", Key="data/d=2/cold.bin")
+            assert e.value.response["Error"]["Code"] == "SlowDown"
+            assert "has not answered" in e.value.response["Error"]["Message"]
+            report = requests.get(f"{admin}/report", timeout=5).json()
+            assert report["ufs_not_answering"]
+        wait_for(
+            lambda: not requests.get(f"{admin}/health", timeout=5).json()["ufs_not_answering"], "the thaw"
+        )
+        assert (
+            s3.get_object(Bucket="metaproxy", Key="data/d=2/cold.bin")["Body"].read()
+            == b"never read before the outage"
+        )
+    finally:
+        gw.stop()
+        fs.delete(root, recursive=True)
