@@ -126,6 +126,8 @@ class Link:
         m = measure(host, int(port), pings=20, bulk=16 * 1024 * 1024)
         if not (rtt_ms * 0.95 <= m["rtt_ms"] <= rtt_ms * 1.25 + 2):
             raise SystemExit(f"the link's round trip is {m['rtt_ms']:.1f} ms, not {rtt_ms:.0f} ms")
+        if not (rtt_ms * 0.95 <= m["handshake_ms"] <= rtt_ms * 1.25 + 2):
+            raise SystemExit(f"a new connection costs {m['handshake_ms']:.1f} ms more, not a round trip")
         if not (mbit * 0.85 <= m["mbit"] <= mbit * 1.1):
             raise SystemExit(f"the link carries {m['mbit']:.0f} Mbit/s, not {mbit:.0f} Mbit/s")
         return m
@@ -295,7 +297,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"Run {results['date']} on {results['machine']}; Trino {TRINO_VERSION}, one node; "
         f"link configured {link['rtt_ms']:.0f} ms round trip / {link['mbit']:.0f} Mbit/s, measured "
-        f"{m['rtt_ms']:.1f} ms / {m['mbit_up']:.0f} Mbit/s up / {m['mbit_down']:.0f} Mbit/s down. "
+        f"{m['rtt_ms']:.1f} ms / {m['mbit_up']:.0f} Mbit/s up / {m['mbit_down']:.0f} Mbit/s down, "
+        f"a new connection {m.get('handshake_ms', 0):.1f} ms more (its handshake's round trip). "
         f"Warm and local S3: medians of {results['rounds']} runs; cold and direct: one run. `bench/bench_wan.py`"
         + (" --quick" if results["quick"] else "")
         + ".",
@@ -372,7 +375,8 @@ def main() -> None:
     link.set(args.rtt_ms, args.mbit)
     measured = link.check(args.rtt_ms, args.mbit)
     print(
-        f"link: {measured['rtt_ms']:.1f} ms, {measured['mbit_up']:.0f} Mbit/s up, "
+        f"link: {measured['rtt_ms']:.1f} ms (+{measured['handshake_ms']:.1f} ms per new connection), "
+        f"{measured['mbit_up']:.0f} Mbit/s up, "
         f"{measured['mbit_down']:.0f} Mbit/s down",
         flush=True,
     )

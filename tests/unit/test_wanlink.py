@@ -154,3 +154,30 @@ def test_a_served_link_is_controlled_and_measured_through_its_echo_relay() -> No
         proc.terminate()
         proc.wait(10)
         srv.close()
+
+
+def test_a_new_connection_pays_a_round_trip_for_its_handshake() -> None:
+    """The first answer on a new connection comes after two round trips (the handshake's and
+    the request's), later ones after one: an engine that connects per call pays the link twice."""
+    import time
+
+    srv, port = _echo_sink_server()
+    rtt = 0.05
+    runner = LinkRunner(Link(rtt_s=rtt, mbit=0))
+    try:
+        host, rport = runner.add(("127.0.0.1", 0), ("127.0.0.1", port))
+        t0 = time.perf_counter()
+        with socket.create_connection((host, rport), timeout=10) as c:
+            c.sendall(b"P" * 32)  # a ping: "P" and 31 bytes, echoed
+            assert _recv_exact(c, 32) == b"P" * 32
+            first = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            c.sendall(b"P" + b"Q" * 31)
+            assert _recv_exact(c, 32) == b"P" + b"Q" * 31
+            second = time.perf_counter() - t1
+        # floors only: a busy machine can add time, never take it away
+        assert first >= 2 * rtt and second >= rtt
+        assert runner.link.handshakes == 1
+    finally:
+        runner.close()
+        srv.close()
