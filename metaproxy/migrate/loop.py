@@ -106,7 +106,9 @@ class Migrator:
     # -- policies and units ---------------------------------------------------------------
 
     def policies(self) -> list[tuple[PolicyRow, PolicyExpr]]:
-        return [(p, parse_policy(p.expr)) for p in list_policies(self.db) if p.enabled]
+        """The enabled migration policies (cacheLoad policies are the gateway's)."""
+        parsed = [(p, parse_policy(p.expr)) for p in list_policies(self.db) if p.enabled]
+        return [(p, e) for p, e in parsed if e.migrates]
 
     def mounts(self) -> MountTable:
         return load_mount_table(self.config, self.db)

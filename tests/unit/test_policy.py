@@ -136,3 +136,26 @@ def test_conditions_decide_on_file_times_and_read_times() -> None:
     assert Migrator.unmet(unused, old, last_read=None) == ""  # never read through the gateway
     assert Migrator.unmet(unused, old, last_read=time.time() - 7200) == ""
     assert "unusedFor" in Migrator.unmet(unused, old, last_read=time.time() - 60)
+
+
+def test_cache_load_policies() -> None:
+    p = parse_policy("cacheLoad(newerThan(7d), pinFor(1d))")
+    assert (p.action, p.newer_than(), p.pin_s, p.migrates) == ("cacheLoad", 604800, 86400, False)
+    assert str(p) == "cacheLoad(newerThan(7d), pinFor(1d))" and parse_policy(str(p)) == p
+    assert parse_policy("cacheLoad(newerThan(2h))").pin_s == 0
+
+
+@pytest.mark.parametrize(
+    ("expr", "says"),
+    [
+        ("cacheLoad(olderThan(1d))", "unknown condition 'olderThan' for cacheLoad"),
+        ("cacheLoad(newerThan(0s))", "newerThan needs a positive duration"),
+        ("cacheLoad(newerThan(1d), UFS[s3]:STORE)", "expected pinFor"),
+        ("cacheLoad(newerThan(1d), pinFor(1h), pinFor(2h))", "pinFor appears twice"),
+        ("ufsMigrate(newerThan(1d), UFS[s3]:STORE)", "unknown condition 'newerThan' for ufsMigrate"),
+    ],
+)
+def test_cache_load_mistakes_are_pointed_at(expr: str, says: str) -> None:
+    with pytest.raises(PolicyError, match=says) as e:
+        parse_policy(expr)
+    assert "^" in str(e.value)
