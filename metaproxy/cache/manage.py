@@ -19,7 +19,7 @@ from typing import Any
 from metaproxy.cache import s3api
 from metaproxy.cache.blocks import BlockCache
 from metaproxy.cache.files import FileSource, Resolved
-from metaproxy.state.cache import PIN, TTL, cache_rules, save_cache_rule
+from metaproxy.state.cache import PIN, PIN_UNTIL, TTL, cache_rules, save_cache_rule
 from metaproxy.ufs import UfsError
 
 log = logging.getLogger("metaproxy.cache")
@@ -62,18 +62,25 @@ class CacheManager:
         #: pinned and TTL'd path prefixes (gateway keys), persisted in the state DB
         self.pins: dict[str, float] = {}
         self.ttls: dict[str, float] = {}
+        #: pins that end (pre-fetched files pinned for a while): key → when, wall clock
+        self.pin_until: dict[str, float] = {}
 
     def load_rules(self) -> None:
         """Read the pins and TTLs from the state DB; re-pin in the background."""
         try:
-            self.pins, self.ttls = cache_rules(self.gw.db)
+            rules = cache_rules(self.gw.db)
+            self.pins, self.ttls, self.pin_until = rules[PIN], rules[TTL], rules[PIN_UNTIL]
         except Exception as e:
             log.warning("could not load cache pins and TTLs: %s", e)
         if self.pins:
             threading.Thread(target=self._repin, name="cache-repin", daemon=True).start()
 
     def rules(self) -> dict[str, Any]:
-        return {"pins": sorted(self.pins), "ttls": dict(sorted(self.ttls.items()))}
+        return {
+            "pins": sorted(self.pins),
+            "ttls": dict(sorted(self.ttls.items())),
+            "pins_until": dict(sorted(self.pin_until.items())),
+        }
 
     # -- versions ---------------------------------------------------------------------------
 
@@ -197,7 +204,8 @@ class CacheManager:
             "fetched": r.status.length - before,
         }
 
-    def pin(self, target: str) -> dict[str, Any]:
+    def pin(self, target: str, for_s: float | None = None) -> dict[str, Any]:
+        """Pin what ``target`` names (for ``for_s`` seconds, or until unpinned)."""
         key = self.target_key(target)
         files = self.files_under(key)
         new = [r for r in files if not self.cache.is_pinned(r.digest)]
@@ -212,12 +220,17 @@ class CacheManager:
             self.cache.pin(r.digest, r.status.length)
         self.pins[key] = time.time()
         save_cache_rule(self.gw.db, PIN, key, self.pins[key])
+        if for_s is not None:
+            self.pin_until[key] = max(self.pin_until.get(key, 0.0), time.time() + for_s)
+            save_cache_rule(self.gw.db, PIN_UNTIL, key, self.pin_until[key])
         return {"key": key, "files": len(files), "pinned_bytes": self.cache.pinned_bytes}
 
     def unpin(self, target: str) -> dict[str, Any]:
         key = self.target_key(target)
         removed = self.pins.pop(key, None) is not None
         save_cache_rule(self.gw.db, PIN, key, None)
+        if self.pin_until.pop(key, None) is not None:
+            save_cache_rule(self.gw.db, PIN_UNTIL, key, None)
         n = 0
         digests = self._versions_under(key) | {r.digest for r in self._files_quietly(key)}
         for d in digests:
@@ -263,9 +276,13 @@ class CacheManager:
 
         The clock of a version starts when this gateway process first caches it.
         """
+        now = time.time() if now is None else now
+        for key, until in list(self.pin_until.items()):
+            if until <= now:
+                log.info("cache: the pin of /%s ends", key)
+                self.unpin(key)
         if not self.ttls:
             return 0
-        now = time.time() if now is None else now
         with self._lock:
             due = {
                 d

@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 from metaproxy.admin import AdminServer
 from metaproxy.cache.gateway import Gateway
 from metaproxy.cache.metrics import CacheCollector
+from metaproxy.cache.prefetch import Prefetcher
 from metaproxy.cache.reads import FLUSH_EVERY_S
 from metaproxy.cache.routes import make_app
 from metaproxy.cache.watch import EventRefresher, probe_loop
@@ -115,7 +116,8 @@ class GatewayServer:
 
         ms, g = self.config.metastore, self.config.gateway
         log_ = EventLog(lambda: connect_first(ms.uris, g.probe_timeout_s), g.events_interval_s)
-        log_.subscribe(EventRefresher(self.gateway.metadata.forget_under))
+        prefetch = Prefetcher(self.gateway, self.gateway.pool)
+        log_.subscribe(EventRefresher(self.gateway.metadata.forget_under, on_event=prefetch.on_event))
         return log_
 
     def _admin(self) -> AdminServer:

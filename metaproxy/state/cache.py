@@ -8,15 +8,17 @@ from metaproxy.state.db import StateDB
 
 PIN = "pin"
 TTL = "ttl"
+#: a pin that ends: the value is when (wall clock)
+PIN_UNTIL = "pin_until"
 
 
-def cache_rules(db: StateDB) -> tuple[dict[str, float], dict[str, float]]:
-    """``(pins, ttls)``: gateway key prefix → pinned-at (wall clock) / TTL in seconds."""
-    pins: dict[str, float] = {}
-    ttls: dict[str, float] = {}
+def cache_rules(db: StateDB) -> dict[str, dict[str, float]]:
+    """Rules by kind: ``pin`` (gateway key prefix → pinned at, wall clock), ``ttl`` (→ seconds),
+    ``pin_until`` (→ when the pin ends, wall clock)."""
+    rules: dict[str, dict[str, float]] = {PIN: {}, TTL: {}, PIN_UNTIL: {}}
     for row in db.query("SELECT kind, path, value FROM cache_rules"):
-        (pins if row["kind"] == PIN else ttls)[row["path"]] = float(row["value"])
-    return pins, ttls
+        rules.setdefault(row["kind"], {})[row["path"]] = float(row["value"])
+    return rules
 
 
 def save_cache_rule(db: StateDB, kind: str, path: str, value: float | None) -> None:
