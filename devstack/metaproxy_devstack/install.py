@@ -60,7 +60,7 @@ def install_java(stack_dir: Path) -> Path:
         (build / path).write_bytes(content)
     shutil.rmtree(lib, ignore_errors=True)
     lib.mkdir(parents=True)
-    print("stack: resolving Java components with Maven (first run downloads ~1 GB)...", flush=True)
+    print("stack: resolving Java components with Maven (first run downloads ~1.8 GB)...", flush=True)
     proc = subprocess.run(
         [mvn, "-B", "-q", "-f", str(build / "pom.xml"), "package", f"-Dstack.lib={lib}"],
         stdout=subprocess.PIPE,
