@@ -7,8 +7,7 @@ Trino uses. The metastore *proxy* does not use this module: it forwards bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 from urllib.parse import urlsplit
 
 from hive_metastore import ThriftHiveMetastore
@@ -26,17 +25,26 @@ def parse_thrift_uri(uri: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
-@contextmanager
-def connect(uri: str, timeout_s: float = 60.0) -> Iterator[ThriftHiveMetastore.Client]:
-    """An open HMS client for ``thrift://host:port``; closed when the block ends."""
-    host, port = parse_thrift_uri(uri)
-    sock = TSocket.TSocket(host, port)
-    sock.setTimeout(int(timeout_s * 1000))
-    transport = TTransport.TBufferedTransport(sock)
-    protocol = TBinaryProtocol.TBinaryProtocolAccelerated(transport)
-    client = ThriftHiveMetastore.Client(protocol)
-    transport.open()
-    try:
-        yield client
-    finally:
-        transport.close()
+class connect:  # noqa: N801 - used as a function: ``with connect(uri) as client``
+    """An open HMS client for ``thrift://host:port``; closed when the block ends.
+
+    A class rather than a generator-based context manager: the bindings' exceptions are
+    immutable, and ``contextlib.contextmanager`` sets ``__traceback__`` on an exception that
+    leaves the block, which turns a ``MetaException`` into a ``TypeError``.
+    """
+
+    def __init__(self, uri: str, timeout_s: float = 60.0) -> None:
+        host, port = parse_thrift_uri(uri)
+        sock = TSocket.TSocket(host, port)
+        sock.setTimeout(int(timeout_s * 1000))
+        self._transport = TTransport.TBufferedTransport(sock)
+        self._client = ThriftHiveMetastore.Client(TBinaryProtocol.TBinaryProtocolAccelerated(self._transport))
+
+    def __enter__(self) -> ThriftHiveMetastore.Client:
+        self._transport.open()
+        return self._client
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._transport.close()
