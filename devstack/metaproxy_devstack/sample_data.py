@@ -347,7 +347,7 @@ def _result(
 def drop_database(hms: Any, database: str) -> None:
     """Drop ``database`` with its tables, if it exists.
 
-    Asked to drop a database it lacks, Hive 2.3 answers with a MetaException wrapping a
+    Asked to drop a database it lacks, Hive 2.3 and 3.1 answer with a MetaException wrapping a
     NullPointerException rather than NoSuchObjectException; so look first.
     """
     from hive_metastore.ttypes import NoSuchObjectException
