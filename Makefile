@@ -1,6 +1,7 @@
 # metaproxy — the two commands of the README, and a few more.
 #   make demo   set up, start the local stack, load sample data, query through metaproxy
-#   make test   set up and run the whole test suite (lint, types, unit and integration tests)
+#   make test   set up and run the whole test suite (lint, types, unit and integration tests) on
+#               Hive Metastore 4.0, then the tests marked compat on 2.3 and on 3.1
 #   make stop   stop every process of the local stack
 #   make bench  every benchmark, each beside its baseline (bench-quick: a few minutes);
 #               the last one restarts the stack with a simulated WAN link
@@ -29,8 +30,19 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# the Hive Metastore versions the compat tests also run on (each run replaces the stack of the
+# run before); every run goes on when one fails, and the target fails if any did
+COMPAT_HMS ?= 2.3 3.1
+
 test: lint
-	$(BIN)/pytest
+	@failed=""; \
+	echo "== the whole suite on Hive Metastore 4.0"; \
+	METAPROXY_HMS=4.0 $(BIN)/pytest || failed="$$failed 4.0"; \
+	for v in $(COMPAT_HMS); do \
+		echo "== the compat tests on Hive Metastore $$v"; \
+		METAPROXY_HMS=$$v $(BIN)/pytest -m compat || failed="$$failed $$v"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make test: failed on Hive Metastore$$failed"; exit 1; fi
 
 unit: setup
 	$(BIN)/pytest -m unit

@@ -7,8 +7,8 @@ Trino uses. The metastore *proxy* does not use this module: it forwards bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from types import TracebackType
 from urllib.parse import urlsplit
 
 from hive_metastore import ThriftHiveMetastore
@@ -26,43 +26,55 @@ def parse_thrift_uri(uri: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
-def open_client(
-    uri: str, timeout_s: float = 60.0
-) -> tuple[ThriftHiveMetastore.Client, TTransport.TTransportBase]:
-    """An open HMS client for ``thrift://host:port`` and its transport (the caller closes it)."""
-    host, port = parse_thrift_uri(uri)
-    sock = TSocket.TSocket(host, port)
-    sock.setTimeout(int(timeout_s * 1000))
-    transport = TTransport.TBufferedTransport(sock)
-    protocol = TBinaryProtocol.TBinaryProtocolAccelerated(transport)
-    client = ThriftHiveMetastore.Client(protocol)
-    transport.open()
-    return client, transport
+class connect:  # noqa: N801 - used as a function: ``with connect(uri) as client``
+    """An open HMS client for ``thrift://host:port``; closed when the block ends.
+
+    A class rather than a generator-based context manager: the bindings' exceptions are
+    immutable, and ``contextlib.contextmanager`` sets ``__traceback__`` on an exception that
+    leaves the block, which turns a ``MetaException`` into a ``TypeError``.
+    """
+
+    def __init__(self, uri: str, timeout_s: float = 60.0) -> None:
+        host, port = parse_thrift_uri(uri)
+        sock = TSocket.TSocket(host, port)
+        sock.setTimeout(int(timeout_s * 1000))
+        self._transport = TTransport.TBufferedTransport(sock)
+        self._client = ThriftHiveMetastore.Client(TBinaryProtocol.TBinaryProtocolAccelerated(self._transport))
+
+    def __enter__(self) -> ThriftHiveMetastore.Client:
+        self._transport.open()
+        return self._client
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._transport.close()
 
 
-@contextmanager
-def connect(uri: str, timeout_s: float = 60.0) -> Iterator[ThriftHiveMetastore.Client]:
-    """An open HMS client for ``thrift://host:port``; closed when the block ends."""
-    client, transport = open_client(uri, timeout_s)
-    try:
-        yield client
-    finally:
-        transport.close()
+class connect_first:  # noqa: N801 - used as a function, as connect is
+    """A client of the first of ``uris`` that takes a connection (as the proxy fails over: the
+    metastores of one list share a database)."""
 
+    def __init__(self, uris: Sequence[str], timeout_s: float = 60.0) -> None:
+        self._uris = uris
+        self._timeout_s = timeout_s
+        self._open: connect | None = None
 
-@contextmanager
-def connect_first(uris: Sequence[str], timeout_s: float = 60.0) -> Iterator[ThriftHiveMetastore.Client]:
-    """A client of the first of ``uris`` that takes a connection (as the proxy fails over)."""
-    errors = []
-    for uri in uris:
-        try:
-            client, transport = open_client(uri, timeout_s)
-        except Exception as e:
-            errors.append(f"{uri}: {e}")
-            continue
-        try:
-            yield client
-        finally:
-            transport.close()
-        return
-    raise ConnectionError("no upstream HMS reachable (" + "; ".join(errors) + ")")
+    def __enter__(self) -> ThriftHiveMetastore.Client:
+        errors = []
+        for uri in self._uris:
+            c = connect(uri, self._timeout_s)
+            try:
+                client = c.__enter__()
+            except Exception as e:
+                errors.append(f"{uri}: {e}")
+                continue
+            self._open = c
+            return client
+        raise ConnectionError("no upstream HMS reachable (" + "; ".join(errors) + ")")
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._open is not None:
+            self._open.__exit__(kind, exc, tb)

@@ -15,6 +15,8 @@ command finds them through this package's ``metaproxy.cli`` entry points), or th
 The running stack is described in ``endpoints.json`` in the stack directory:
 
 ``hms``       ``thrift://127.0.0.1:PORT`` — the on-prem Hive Metastore
+``hms_version`` ``"2.3"``, ``"3.1"`` or ``"4.0"`` — which Hive Metastore it is (``stack up --hms``;
+              Hive 2.3.10, 3.1.3 or 4.0.1)
 ``hdfs``      ``hdfs://127.0.0.1:PORT``   — the NameNode RPC address
 ``webhdfs``   ``http://127.0.0.1:PORT``   — the NameNode's WebHDFS address
 ``s3``        ``http://127.0.0.1:PORT``   — the S3 server (moto)

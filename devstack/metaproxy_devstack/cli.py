@@ -12,6 +12,8 @@ import sys
 
 import click
 
+from metaproxy_devstack.common import DEFAULT_HMS_VERSION, HMS_RELEASES, HMS_VERSIONS
+
 # the commands import what they drive when they run: the ``metaproxy`` command loads this
 # module on every call
 
@@ -29,15 +31,28 @@ def stack() -> None:
 )
 @click.option("--rtt-ms", type=click.FloatRange(min=0), default=30.0, show_default=True)
 @click.option("--mbit", type=click.FloatRange(min=0), default=200.0, show_default=True)
-def stack_up(wan: bool, rtt_ms: float, mbit: float) -> None:
+@click.option(
+    "--hms",
+    "hms_version",
+    type=click.Choice(HMS_VERSIONS),
+    default=DEFAULT_HMS_VERSION,
+    envvar="METAPROXY_HMS",
+    show_default=True,
+    show_envvar=True,
+    help="The Hive Metastore version: "
+    + ", ".join(f"{v} (Hive {r})" for v, r in HMS_RELEASES.items())
+    + ". The WAN link needs 4.0.",
+)
+def stack_up(wan: bool, rtt_ms: float, mbit: float, hms_version: str) -> None:
     """Start the stack (or reuse the running one) and print its endpoints.
 
-    A running stack of the other kind (with or without the link) is stopped first.
+    A running stack of another kind (with or without the link, another Hive Metastore version)
+    is stopped first.
     """
     from metaproxy_devstack.launcher import Stack, StackError
 
     try:
-        ep = Stack(wan={"rtt_ms": rtt_ms, "mbit": mbit} if wan else None).up()
+        ep = Stack(wan={"rtt_ms": rtt_ms, "mbit": mbit} if wan else None, hms_version=hms_version).up()
     except StackError as e:
         click.echo(f"stack: {e}", err=True)
         sys.exit(1)
@@ -58,9 +73,13 @@ def stack_status() -> None:
     """Say which components are up; exit 1 if any is not."""
     from metaproxy_devstack.launcher import Stack, endpoints_path
 
-    status = Stack().status()
+    st = Stack()
+    status = st.status()
     for name, ok in status.items():
-        click.echo(f"{name:8s} {'up' if ok else 'DOWN'}")
+        click.echo(
+            f"{name:8s} {'up' if ok else 'DOWN'}"
+            + (f" (Hive {HMS_RELEASES[st.hms]})" if name == "hms" else "")
+        )
     click.echo(f"endpoints: {endpoints_path()}")
     sys.exit(0 if all(status.values()) else 1)
 

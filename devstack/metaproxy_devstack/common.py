@@ -24,6 +24,11 @@ S3_REGION = "us-east-1"
 GATEWAY_ACCESS_KEY = "metaproxy-gateway"
 GATEWAY_SECRET_KEY = "metaproxy-gateway-secret"
 TRINO_VERSION = "476"
+#: the Hive Metastore versions the stack runs (``metaproxy stack up --hms``), each pinned to one
+#: release in the poms of ``java/hms-<version>/``
+HMS_RELEASES = {"2.3": "2.3.10", "3.1": "3.1.3", "4.0": "4.0.1"}
+HMS_VERSIONS = tuple(HMS_RELEASES)
+DEFAULT_HMS_VERSION = "4.0"
 
 
 class StackError(RuntimeError):

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from metaproxy_devstack import sample_data
+from metaproxy_devstack.common import HMS_RELEASES
 from metaproxy_devstack.launcher import Stack, StackError
 
 QUERY = (
@@ -73,13 +74,15 @@ def main() -> int:
     console = Console()
     console.rule("[bold]1. the local stack: HDFS, Hive Metastore, S3, Trino")
     try:
-        ep = Stack().up()
+        # the running stack, whatever its Hive Metastore; none running: $METAPROXY_HMS, else 4.0
+        ep = Stack(hms_version=os.environ.get("METAPROXY_HMS") or None).up()
     except StackError as e:
         say(console, f"stack: {e}", "red")
         return 1
+    release = HMS_RELEASES.get(ep.get("hms_version", ""), "")
     for key in ("hms", "hdfs", "webhdfs", "s3", "trino", "proxy", "gateway", "admin"):
         if key in ep:
-            say(console, f"  {key:8s} {ep[key]}")
+            say(console, f"  {key:8s} {ep[key]}" + (f" (Hive {release})" if key == "hms" and release else ""))
     sample_step(console, ep)
     catalog_step(console, ep)
     query_step(console, ep)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from metaproxy_devstack.common import (
+    DEFAULT_HMS_VERSION,
     GATEWAY_ACCESS_KEY,
     GATEWAY_SECRET_KEY,
     HOST,
@@ -37,7 +38,7 @@ from metaproxy_devstack.components.hdfs import (
     prepare_datanode,
     prepare_namenode,
 )
-from metaproxy_devstack.components.hms import hms_ready, prepare_hms
+from metaproxy_devstack.components.hms import LOOPBACK_ONLY, hms_ready, prepare_hms
 from metaproxy_devstack.components.s3 import prepare_s3, s3_ready
 from metaproxy_devstack.components.services import gateway_ready, prepare_gateway, prepare_proxy, proxy_ready
 from metaproxy_devstack.components.trino import prepare_trino, trino_ready
@@ -75,6 +76,7 @@ class Stack(StackLayout):
     def endpoints(self) -> dict[str, Any]:
         ep: dict[str, Any] = {
             "hms": f"thrift://{HOST}:{self.port('hms')}",
+            "hms_version": self.hms,
             "hdfs": f"hdfs://{HOST}:{self.port('hdfs_rpc')}",
             "webhdfs": f"http://{HOST}:{self.port('hdfs_http')}",
             "s3": f"http://{HOST}:{self.port('s3')}",
@@ -108,9 +110,12 @@ class Stack(StackLayout):
         return ep
 
     def _adopt(self, ep: dict[str, Any]) -> None:
-        """Take the ports and pids of the stack described by ``ep``."""
+        """Take the ports and pids of the stack described by ``ep`` (and its HMS version, when
+        none was asked for)."""
         self.ports = dict(ep.get("ports", {}))
         self.pids = {k: int(v) for k, v in ep.get("pids", {}).items()}
+        if self.hms_version is None:
+            self.hms_version = running_hms_version(ep)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -121,6 +126,8 @@ class Stack(StackLayout):
             return False
         if ("wan" in ep) != (self.wan is not None):
             return False  # the running stack has (or lacks) the WAN link: not the one wanted
+        if self.hms_version not in (None, running_hms_version(ep)):
+            return False  # another Hive Metastore version: not the one wanted
         self._adopt(ep)
         if any(c.name not in self.pids for c in self.components()):
             return False  # started by an older version of this launcher, or partially
@@ -129,12 +136,23 @@ class Stack(StackLayout):
         return all(c.ready(self) for c in self.components())
 
     def up(self, components: list[str] | None = None) -> dict[str, Any]:
-        """Start the stack, or reuse the running one. Returns the endpoints."""
+        """Start the stack, or reuse the running one. Returns the endpoints.
+
+        A running stack of another kind (with or without the WAN link, another HMS version
+        when one was asked for) is stopped and replaced.
+        """
         if self.is_running():
-            print("stack: already running, reusing it", flush=True)
+            print(f"stack: already running (Hive Metastore {self.hms}), reusing it", flush=True)
             ep = load_endpoints(self.dir)
             assert ep is not None
             return ep
+        if self.wan is not None and self.hms not in LOOPBACK_ONLY:
+            raise StackError(
+                f"the WAN link needs a Hive Metastore that listens on loopback only, and Hive "
+                f"{self.hms} has no bind-host setting (it listens on every interface, so the link "
+                f"cannot take its port on {WAN_HOST}): use Hive Metastore {'/'.join(LOOPBACK_ONLY)}"
+            )
+        self.hms_version = self.hms
         self.down(quiet=True)
         t0 = time.monotonic()
         install_java(self.dir)
@@ -150,7 +168,7 @@ class Stack(StackLayout):
         ep["start_seconds"] = {"install": round(t_install, 1), "total": round(time.monotonic() - t0, 1)}
         path = endpoints_path(self.dir)
         path.write_text(json.dumps(ep, indent=2, sort_keys=True))
-        print(f"stack: up in {time.monotonic() - t0:.1f}s — {path}", flush=True)
+        print(f"stack: up in {time.monotonic() - t0:.1f}s (Hive Metastore {self.hms}) — {path}", flush=True)
         return ep
 
     def _start(self, wanted: list[Component]) -> None:
@@ -222,6 +240,12 @@ class Stack(StackLayout):
             pid = self.pids.get(c.name)
             out[c.name] = bool(pid and pid_alive(pid) and c.ready(self))
         return out
+
+
+def running_hms_version(ep: dict[str, Any]) -> str:
+    """The HMS version of the stack ``ep`` describes (stacks started before there was a choice
+    ran the default)."""
+    return str(ep.get("hms_version", DEFAULT_HMS_VERSION))
 
 
 #: the stack, one row per component: what prepares it, what proves it ready, what it waits for

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metaproxy_devstack.common import HOST, WAN_HOST, stack_dir
+from metaproxy_devstack.common import DEFAULT_HMS_VERSION, HMS_VERSIONS, HOST, WAN_HOST, stack_dir
 from metaproxy_devstack.procs import free_port
 
 
@@ -24,6 +24,20 @@ class StackLayout:
     #: the simulated WAN link between the cloud side and the on-prem side, e.g.
     #: ``{"rtt_ms": 30, "mbit": 200}``; None: no link (the default stack)
     wan: dict[str, float] | None = None
+    #: the Hive Metastore version (one of ``HMS_VERSIONS``: "2.3", "3.1", "4.0"); None: the
+    #: running stack's, else the default (4.0)
+    hms_version: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.hms_version is not None and self.hms_version not in HMS_VERSIONS:
+            raise ValueError(
+                f"unknown Hive Metastore version {self.hms_version!r}; expected one of {HMS_VERSIONS}"
+            )
+
+    @property
+    def hms(self) -> str:
+        """The Hive Metastore version the stack runs (or will run)."""
+        return self.hms_version or DEFAULT_HMS_VERSION
 
     @property
     def onprem_host(self) -> str:

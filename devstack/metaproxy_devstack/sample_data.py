@@ -344,6 +344,22 @@ def _result(
     )
 
 
+def drop_database(hms: Any, database: str) -> None:
+    """Drop ``database`` with its tables, if it exists.
+
+    Asked to drop a database it lacks, Hive 2.3 and 3.1 answer with a MetaException wrapping a
+    NullPointerException rather than NoSuchObjectException; so look first.
+    """
+    from hive_metastore.ttypes import NoSuchObjectException
+
+    try:
+        hms.get_database(database)
+    except NoSuchObjectException:
+        return
+    with contextlib.suppress(NoSuchObjectException):  # dropped meanwhile
+        hms.drop_database(database, False, True)
+
+
 def _register(hms: Any, database: str, location: str, data: SampleData, sample: str) -> None:
     """Create the database, its four external tables and the fact table's partitions."""
     from hive_metastore.ttypes import Database, FieldSchema, Partition, Table
@@ -405,8 +421,6 @@ def load_to_s3(
 ) -> LoadResult:
     """The same sample in an S3 bucket (``s3://bucket/database/…``), registered as ``database``;
     the bucket is created when missing and an old copy replaced."""
-    from hive_metastore.ttypes import NoSuchObjectException
-
     from metaproxy.hms import connect
 
     t0 = time.monotonic()
@@ -414,8 +428,7 @@ def load_to_s3(
     files = _files(data, database)
     s3.ensure_bucket(bucket)
     with connect(hms_uri) as hms:
-        with contextlib.suppress(NoSuchObjectException):
-            hms.drop_database(database, False, True)
+        drop_database(hms, database)
         s3.delete_prefix(f"s3://{bucket}/{database}")
         _write(files, lambda key, body: s3.write(f"s3://{bucket}/{key}", body), progress)
         _register(hms, database, f"s3://{bucket}/{database}", data, sample_id(scale, seed, partitions))
@@ -434,8 +447,6 @@ def load(
     progress: Callable[[int, int], None] | None = None,
 ) -> LoadResult:
     """Generate the sample, write it to HDFS and register it in the HMS (replacing any old copy)."""
-    from hive_metastore.ttypes import NoSuchObjectException
-
     from metaproxy.hms import connect
 
     t0 = time.monotonic()
@@ -446,8 +457,7 @@ def load(
     files = _files(data, base_path)
 
     with connect(hms_uri) as hms:
-        with contextlib.suppress(NoSuchObjectException):
-            hms.drop_database(database, False, True)
+        drop_database(hms, database)
         with contextlib.suppress(UfsNotFound):
             fs.delete(base_path, recursive=True)
         _write(files, lambda path, body: fs.write(path, body), progress)

@@ -215,6 +215,7 @@ def test_a_long_sequential_scan_is_a_few_growing_ufs_reads(
         gw.stop()
 
 
+@pytest.mark.compat  # the table's partitions come from the HMS
 def test_cache_load_of_a_hive_partition(stack: dict[str, Any], tpcds: dict[str, Any]) -> None:
     from metaproxy.hms import connect
 

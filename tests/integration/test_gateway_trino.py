@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import requests
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.compat]
 
 QUERIES = [
     "SELECT ss_store_sk, count(*), sum(ss_quantity), sum(ss_net_profit) FROM store_sales GROUP BY 1 ORDER BY 1",

@@ -141,6 +141,7 @@ def paths(trino_query: Any, db: str) -> dict[int, set[str]]:
     return out
 
 
+@pytest.mark.compat  # discovery and write-back (alter_table, alter_partition) on each HMS
 def test_policy_migrates_flips_and_removes(
     stack: dict[str, Any], lake: dict[str, Any], trino_query: Any, s3_client: Any
 ) -> None:
@@ -394,6 +395,7 @@ def test_copier_multipart_verify_and_a_changed_source(stack: dict[str, Any], s3_
         fs.delete(root, recursive=True)
 
 
+@pytest.mark.compat  # discovery and write-back (alter_table, alter_partition) on each HMS
 def test_queries_keep_their_answers_while_data_moves(
     stack: dict[str, Any], lake: dict[str, Any], trino_query: Any
 ) -> None:
@@ -527,7 +529,8 @@ def test_the_scheduled_loop_runs_each_policy_and_stops_on_sigterm(
                 return {u.part: u.state for u in store.units(lake["policy"])}
 
             wait_for(lambda: states().get("d=1") == states().get("d=2") == "flipped", "the loop to flip", 60)
-            assert states()["d=3"] == "skipped"
+            # the young partitions are judged after the old ones flipped: wait for their turn
+            wait_for(lambda: states().get("d=3") == "skipped", "the loop to skip d=3", 30)
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=60)

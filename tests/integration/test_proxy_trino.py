@@ -11,7 +11,7 @@ from hive_metastore import ttypes as tt
 
 from metaproxy.hms import connect
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.compat]
 
 
 def test_metadata_agrees_with_direct(tpcds: Any, trino_query: Any) -> None:

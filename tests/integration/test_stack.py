@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +17,7 @@ from metaproxy.ufs.webhdfs import WebHdfs
 from metaproxy_devstack import sample_data
 from metaproxy_devstack.launcher import endpoints_path, load_endpoints
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.compat]
 
 
 def test_endpoints_file_has_the_documented_keys(stack: dict[str, Any]) -> None:
@@ -25,6 +27,31 @@ def test_endpoints_file_has_the_documented_keys(stack: dict[str, Any]) -> None:
         assert key in ep
     assert ep["hms"].startswith("thrift://127.0.0.1:")
     assert ep["hdfs"].startswith("hdfs://127.0.0.1:")
+    assert ep["hms_version"] == (os.environ.get("METAPROXY_HMS") or "4.0")
+
+
+def test_the_hms_is_the_version_asked_for(stack: dict[str, Any], hms_client: Any) -> None:
+    """What the server serves tells the versions apart: catalogs came with Hive 3, and Hive 4
+    no longer serves get_table."""
+    from hive_metastore.ttypes import NoSuchObjectException
+    from thrift.Thrift import TApplicationException
+
+    def serves(call: Callable[[], object]) -> bool:
+        try:
+            call()
+        except NoSuchObjectException:
+            pass
+        except TApplicationException as e:
+            if e.type != TApplicationException.UNKNOWN_METHOD:
+                raise
+            return False
+        return True
+
+    served = (
+        serves(lambda: hms_client.get_table("default", "no_such_table")),
+        serves(hms_client.get_catalogs),
+    )
+    assert served == {"2.3": (True, False), "3.1": (True, True), "4.0": (False, True)}[stack["hms_version"]]
 
 
 def test_group_by_in_trino_equals_pyarrow(tpcds: dict[str, Any], sample: Any, trino_query: Any) -> None:
@@ -81,6 +108,11 @@ def test_hms_holds_external_parquet_tables_on_hdfs(tpcds: dict[str, Any], hms_cl
     assert len(names) >= 100
     p = hms_client.get_partition_by_name("tpcds", "store_sales", names[0])
     assert p.sd.location == f"{t.sd.location}/{names[0]}"
+
+
+def test_the_notification_log_is_served(stack: dict[str, Any], hms_client: Any) -> None:
+    """The stack turns the notification API's user check off on every version."""
+    assert hms_client.get_current_notificationEventId().eventId >= 0
 
 
 def test_webhdfs_client_reads_ranges(tpcds: dict[str, Any], stack: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""HDFS: a NameNode and a DataNode on loopback, from the Hadoop jars of the HMS classpath."""
+"""HDFS: a NameNode and a DataNode on loopback, from the Hadoop jars of the Hive Metastore 4.0
+classpath (whatever HMS version the stack runs)."""
 
 from __future__ import annotations
 
@@ -61,9 +62,13 @@ def _hadoop_conf(st: StackLayout) -> Path:
     return conf
 
 
+#: the classpath with the HDFS daemons (hadoop-hdfs): the one of Hive Metastore 4.0 (java/hms-4.0)
+HADOOP_LIB = "hms-4.0"
+
+
 def _hadoop_argv(st: StackLayout, conf: Path, main: str, *args: str) -> list[str]:
     java = Path(java_home(17, 21)) / "bin" / "java"
-    return [str(java), "-Xmx512m", *JAVA17_OPENS, "-cp", f"{conf}:{st.lib / 'hms'}/*", main, *args]
+    return [str(java), "-Xmx512m", *JAVA17_OPENS, "-cp", f"{conf}:{st.lib / HADOOP_LIB}/*", main, *args]
 
 
 def prepare_namenode(st: StackLayout) -> tuple[list[str], dict[str, str]]:
