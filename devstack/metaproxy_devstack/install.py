@@ -20,13 +20,14 @@ from metaproxy_devstack.common import TRINO_VERSION, StackError
 
 
 def _poms(folder: Traversable | None = None, prefix: str = "") -> dict[str, bytes]:
-    """The package's pom files by their path under ``java/``."""
+    """The package's pom files (and the Java sources the stack compiles) by their path under
+    ``java/``."""
     folder = folder or resources.files("metaproxy_devstack") / "java"
     found: dict[str, bytes] = {}
     for entry in folder.iterdir():
         if entry.is_dir():
             found.update(_poms(entry, f"{prefix}{entry.name}/"))
-        elif entry.name == "pom.xml":
+        elif entry.name == "pom.xml" or entry.name.endswith(".java"):
             found[f"{prefix}{entry.name}"] = entry.read_bytes()
     return found
 
@@ -69,12 +70,45 @@ def install_java(stack_dir: Path) -> Path:
     )
     if proc.returncode != 0:
         raise StackError(f"mvn failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
+    compile_notification_log_writer(build / "notify", lib / "hms-4.0")
     dist = lib / "dist" / f"trino-server-{TRINO_VERSION}.tar.gz"
     prefix = f"trino-server-{TRINO_VERSION}"
     unpack_trino(dist, lib / "trino", [f"{prefix}/lib/", f"{prefix}/bin/", f"{prefix}/plugin/hive/"])
     dist.unlink()
     stamp.write_text(digest)
     return lib
+
+
+def compile_notification_log_writer(sources: Path, hms_lib: Path) -> None:
+    """Build the Hive 4.0 metastore's notification-log writer (``java/notify``) into a jar on
+    that metastore's classpath (Hive's own is not on Maven Central for 4.0.x)."""
+    from metaproxy_devstack.procs import java_home
+
+    bin_dir = Path(java_home(17, 21)) / "bin"
+    classes = sources / "classes"
+    classes.mkdir(parents=True, exist_ok=True)
+    for argv in (
+        [
+            str(bin_dir / "javac"),
+            "-nowarn",
+            "-d",
+            str(classes),
+            "-cp",
+            f"{hms_lib}/*",
+            *map(str, sources.glob("*.java")),
+        ],
+        [
+            str(bin_dir / "jar"),
+            "cf",
+            str(hms_lib / "metaproxy-notification-log.jar"),
+            "-C",
+            str(classes),
+            ".",
+        ],
+    ):
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            raise StackError(f"building the notification-log writer failed:\n{proc.stdout[-4000:]}")
 
 
 def unpack_trino(dist: Path, dest: Path, prefixes: list[str]) -> None:

@@ -83,6 +83,8 @@ class ProxyState:
         key = (mounts.mounts, tuple(sorted(flips.items())))
         if self.rewriters and key == getattr(self, "_key", None):
             return
+        if self.rewriters:  # kept answers were rewritten by the rules that are going
+            self.metacache.flush(cause="rules")
         self._key = key
         self.mounts = mounts
         ms = self.config.metastore

@@ -39,6 +39,12 @@ DEFAULT_EXPRESSION_PROXY = "org.apache.hadoop.hive.metastore.DefaultPartitionExp
 #: (``metastore.metastore.event.db.notification.api.auth``); every version reads this one.
 EVENT_API_AUTH_OFF = {"hive.metastore.event.db.notification.api.auth": "false"}
 
+#: the writer of the notification log (every change an event, in the change's transaction): Hive's
+#: own DbNotificationListener for 2.3 and 3.1, and for 4.0 — whose listener Maven Central does not
+#: have — the stack's own (``java/notify``, compiled into the 4.0 classpath at install)
+HIVE_LOG_WRITER = "org.apache.hive.hcatalog.listener.DbNotificationListener"
+STACK_LOG_WRITER = "io.metaproxy.devstack.NotificationLogWriter"
+
 
 def _derby(st: StackLayout) -> dict[str, str]:
     derby = st.data / "hms" / "metastore_db"
@@ -58,6 +64,7 @@ def _site_4_0(st: StackLayout, hdfs: str) -> dict[str, str]:
         **_derby(st),
         "metastore.schema.verification": "false",
         **EVENT_API_AUTH_OFF,
+        "metastore.transactional.event.listeners": STACK_LOG_WRITER,
         "metastore.metrics.enabled": "false",
         "metastore.server.min.threads": "8",
         # no translation layer: clients get the locations that were stored, as from
@@ -73,6 +80,7 @@ def _site_3_1(st: StackLayout, hdfs: str) -> dict[str, str]:
         **_derby(st),
         "metastore.schema.verification": "false",
         **EVENT_API_AUTH_OFF,
+        "metastore.transactional.event.listeners": HIVE_LOG_WRITER,
         "metastore.metrics.enabled": "false",
         "metastore.server.min.threads": "8",
         "metastore.expression.proxy": DEFAULT_EXPRESSION_PROXY,
@@ -90,6 +98,7 @@ def _site_2_3(st: StackLayout, hdfs: str) -> dict[str, str]:
         "hive.metastore.warehouse.dir": f"{hdfs}/warehouse",
         **_derby(st),
         "hive.metastore.schema.verification": "false",
+        "hive.metastore.transactional.event.listeners": HIVE_LOG_WRITER,
         "hive.metastore.server.min.threads": "8",
         "hive.metastore.expression.proxy": DEFAULT_EXPRESSION_PROXY,
         "hive.async.log.enabled": "false",
