@@ -107,13 +107,13 @@ def hms_client(stack: dict[str, Any]) -> Iterator[Any]:
 @pytest.fixture
 def proxy(stack: dict[str, Any], tmp_path: Any, request: Any) -> Iterator[Any]:
     """An in-process metastore proxy (listeners cloud, onprem, passthrough) on the stack's HMS;
-    ``request.param`` may add ``[metastore]`` keys."""
+    ``request.param`` may add ``[metastore]`` keys, and ``[proxy]`` keys under ``"proxy"``."""
     from proxying import proxy_config
 
     from metaproxy.thrift_server import MetastoreProxy
 
-    metastore = getattr(request, "param", {})
-    p = MetastoreProxy(proxy_config(stack, str(tmp_path), **metastore))
+    metastore = dict(getattr(request, "param", {}))
+    p = MetastoreProxy(proxy_config(stack, str(tmp_path), metastore.pop("proxy", None), **metastore))
     p.start()
     yield p
     p.stop()

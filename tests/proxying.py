@@ -9,12 +9,17 @@ from metaproxy.config import parse_config
 from metaproxy.thrift_server import MetastoreProxy
 
 
-def proxy_config(stack: dict[str, Any], tmp: str, **metastore: Any) -> Any:
+def proxy_config(
+    stack: dict[str, Any], tmp: str, proxy: dict[str, Any] | None = None, **metastore: Any
+) -> Any:
+    """Three listeners (cloud, onprem, passthrough) on the stack's HMS, the /tpcds mount;
+    ``proxy`` adds ``[proxy]`` keys, the rest are ``[metastore]`` keys."""
     return parse_config(
         {
             "metastore": {"uris": [stack["hms"]], **metastore},
             "state": {"path": f"{tmp}/state.db"},
             "proxy": {
+                **(proxy or {}),
                 "mount_refresh": "200ms",
                 "listener": [
                     {"port": 0, "profile": "cloud"},

@@ -193,3 +193,49 @@ def test_trino_reads_a_table_on_s3(
         assert trino_query("SELECT k, v FROM t ORDER BY k", schema=db) == [[1, "a"], [2, "b"], [3, "c"]]
     finally:
         hms_client.drop_database(db, False, True)
+
+
+def test_the_hms_runs_on_hives_own_schema(stack: dict[str, Any], hms_client: Any) -> None:
+    """The schema Hive's scripts make, not one improvised by DataNucleus: one add_partitions of
+    300 partitions is a notification-log message far over the 32,700 characters an improvised
+    Derby schema holds, and it is written and read back whole."""
+    from hive_metastore import ttypes as tt
+
+    db = f"schema_{uuid.uuid4().hex[:8]}"
+    base = f"{stack['hdfs']}/warehouse/{db}"
+    cols = [tt.FieldSchema(name="id", type="bigint")]
+
+    def sd(location: str) -> tt.StorageDescriptor:
+        return tt.StorageDescriptor(
+            cols=cols,
+            location=location,
+            inputFormat="org.apache.hadoop.mapred.TextInputFormat",
+            outputFormat="org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+            serdeInfo=tt.SerDeInfo(serializationLib="org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe"),
+        )
+
+    hms_client.create_database(tt.Database(name=db, locationUri=base))
+    try:
+        hms_client.create_table(
+            tt.Table(
+                tableName="t",
+                dbName=db,
+                sd=sd(f"{base}/t"),
+                partitionKeys=[tt.FieldSchema(name="d", type="string")],
+                parameters={"EXTERNAL": "TRUE"},
+                tableType="EXTERNAL_TABLE",
+            )
+        )
+        before = hms_client.get_current_notificationEventId().eventId
+        parts = [
+            tt.Partition(values=[f"{i:04d}"], dbName=db, tableName="t", sd=sd(f"{base}/t/d={i:04d}"))
+            for i in range(300)
+        ]
+        hms_client.add_partitions(parts)
+        assert len(hms_client.get_partition_names(db, "t", -1)) == 300
+        events = hms_client.get_next_notification(tt.NotificationEventRequest(lastEvent=before)).events
+        added = [e for e in events if e.eventType == "ADD_PARTITION" and e.tableName == "t"]
+        assert len(added) == 1 and len(added[0].message) > 32_700
+        assert f"{base}/t/d=0299" in added[0].message
+    finally:
+        hms_client.drop_database(db, False, True)

@@ -24,13 +24,17 @@ def site(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def no_jdk_needed(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_jdk_needed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """No JDK and no schema tool: the schema versions asked for are recorded instead."""
+    created: list[str] = []
     monkeypatch.setattr(hms, "java_home", lambda lo, hi=99: "/jdk")
+    monkeypatch.setattr(hms, "create_schema", lambda st, version: created.append(version))
+    return created
 
 
 @pytest.mark.parametrize("version", HMS_VERSIONS)
 def test_each_version_gets_its_own_config_file_names_and_classpath(
-    version: str, tmp_path: Path, no_jdk_needed: None
+    version: str, tmp_path: Path, no_jdk_needed: list[str]
 ) -> None:
     st = Stack(dir=tmp_path, hms_version=version)
     stale = st.conf / "hms" / "hive-site.xml"  # left by another version: 3.1 and 4.0 would read it
@@ -44,24 +48,57 @@ def test_each_version_gets_its_own_config_file_names_and_classpath(
     port = str(st.port("hms"))
     if version == "2.3":
         assert props["hive.metastore.port"] == port
-        assert props["hive.metastore.schema.verification"] == "false"
+        assert props["hive.metastore.schema.verification"] == "true"
         assert props["hive.metastore.warehouse.dir"].endswith("/warehouse")
     else:
         assert props["metastore.thrift.port"] == port
-        assert props["metastore.schema.verification"] == "false"
+        assert props["metastore.schema.verification"] == "true"
         assert props["metastore.warehouse.dir"].endswith("/warehouse")
     # only 4.0 can be bound to loopback; the older ones use the metastore's own expression class
     assert props.get("metastore.thrift.bind.host") == ("127.0.0.1" if version == "4.0" else None)
     assert (version in hms.LOOPBACK_ONLY) == (version == "4.0")
     if version != "4.0":
         assert hms.DEFAULT_EXPRESSION_PROXY in props.values()
-    assert props["datanucleus.schema.autoCreateAll"] == "true"
+    # the schema Hive's own scripts make, created before the first start only, then verified
+    assert props["datanucleus.schema.autoCreateAll"] == "false"
+    assert no_jdk_needed == [hms.SCHEMA_VERSIONS[version]]
+    (st.data / "hms" / "metastore_db").mkdir(parents=True)
+    hms.prepare_hms(st)
+    assert no_jdk_needed == [hms.SCHEMA_VERSIONS[version]]
     assert props["javax.jdo.option.ConnectionURL"].startswith("jdbc:derby:;databaseName=")
     assert site(conf / "core-site.xml")["fs.s3a.impl"] == "org.apache.hadoop.fs.s3a.S3AFileSystem"
     assert argv[0] == "/jdk/bin/java"
     assert argv[argv.index("-cp") + 1] == f"{conf}:{st.lib / f'hms-{version}'}/*"
     assert argv[-1] == "org.apache.hadoop.hive.metastore.HiveMetaStore"
     assert env == {"HADOOP_USER_NAME": "hdfs"}
+
+
+def scripts(tmp_path: Path, full: list[str], order: list[str]) -> Path:
+    for v in full:
+        (tmp_path / f"hive-schema-{v}.derby.sql").write_text("")
+    (tmp_path / "upgrade.order.derby").write_text("\n".join(order) + "\n")
+    return tmp_path
+
+
+def test_a_schema_without_its_own_script_is_reached_by_upgrades(tmp_path: Path) -> None:
+    d = scripts(
+        tmp_path,
+        ["1.2.0", "3.1.0", "4.0.0"],
+        ["1.2.0-to-2.0.0", "2.0.0-to-2.1.0", "2.1.0-to-2.2.0", "2.2.0-to-2.3.0", "2.3.0-to-3.0.0",
+         "3.0.0-to-3.1.0", "3.2.0-to-4.0.0-alpha-1", "4.0.0-alpha-1-to-4.0.0"],
+    )  # fmt: skip
+    assert hms.schema_steps(d, "4.0.0") == ("4.0.0", [])
+    assert hms.schema_steps(d, "3.1.0") == ("3.1.0", [])
+    base, ups = hms.schema_steps(d, "2.3.0")
+    assert base == "1.2.0"
+    assert [u.name for u in ups] == [
+        "upgrade-1.2.0-to-2.0.0.derby.sql",
+        "upgrade-2.0.0-to-2.1.0.derby.sql",
+        "upgrade-2.1.0-to-2.2.0.derby.sql",
+        "upgrade-2.2.0-to-2.3.0.derby.sql",
+    ]
+    with pytest.raises(StackError, match="cannot make schema 0.9.0"):
+        hms.schema_steps(d, "0.9.0")
 
 
 def test_the_poms_pin_the_releases_the_stack_names() -> None:

@@ -1,7 +1,13 @@
 """The Hive Metastore, in the version the stack was asked for (``StackLayout.hms_version``):
-Hive 2.3, 3.1 or 4.0, each its own server on embedded Derby (the schema created at the first
-start: ``datanucleus.schema.autoCreateAll``, schema verification off), warehouse on HDFS,
-``s3a://`` to the stack's S3 server, on Java 17.
+Hive 2.3, 3.1 or 4.0, each its own server on embedded Derby, warehouse on HDFS, ``s3a://`` to
+the stack's S3 server, on Java 17.
+
+Each version runs on the schema a production install of it has: before the first start, Hive's
+schema tool creates it from Hive's own Derby scripts (:func:`create_schema`), and the metastore
+verifies the recorded schema version as it starts. A schema that DataNucleus improvises as tables
+are first used differs where it matters — its notification log holds a message of at most
+32,700 characters, so one ``add_partitions`` of a hundred partitions failed — and it has none of
+the transaction tables.
 
 The versions read differently named settings from differently named files:
 
@@ -15,11 +21,13 @@ setting and listen on every interface.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from metaproxy_devstack.common import HOST, S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY
+from metaproxy_devstack.common import HOST, S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, StackError
 from metaproxy_devstack.components.hdfs import site_xml
 from metaproxy_devstack.procs import JAVA17_OPENS, java_home, port_open
 
@@ -46,13 +54,23 @@ HIVE_LOG_WRITER = "org.apache.hive.hcatalog.listener.DbNotificationListener"
 STACK_LOG_WRITER = "io.metaproxy.devstack.NotificationLogWriter"
 
 
+#: the schema version each metastore version checks for as it starts
+SCHEMA_VERSIONS = {"4.0": "4.0.0", "3.1": "3.1.0", "2.3": "2.3.0"}
+
+DERBY_DRIVER = "org.apache.derby.jdbc.EmbeddedDriver"
+#: the metastore's default database user and password (Derby's own ``APP`` schema)
+DERBY_USER, DERBY_PASSWORD = "APP", "mine"
+
+
+def derby_url(st: StackLayout) -> str:
+    return f"jdbc:derby:;databaseName={st.data / 'hms' / 'metastore_db'};create=true"
+
+
 def _derby(st: StackLayout) -> dict[str, str]:
-    derby = st.data / "hms" / "metastore_db"
-    derby.parent.mkdir(parents=True, exist_ok=True)
     return {
-        "javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={derby};create=true",
-        "javax.jdo.option.ConnectionDriverName": "org.apache.derby.jdbc.EmbeddedDriver",
-        "datanucleus.schema.autoCreateAll": "true",
+        "javax.jdo.option.ConnectionURL": derby_url(st),
+        "javax.jdo.option.ConnectionDriverName": DERBY_DRIVER,
+        "datanucleus.schema.autoCreateAll": "false",
     }
 
 
@@ -62,7 +80,7 @@ def _site_4_0(st: StackLayout, hdfs: str) -> dict[str, str]:
         "metastore.thrift.bind.host": HOST,
         "metastore.warehouse.dir": f"{hdfs}/warehouse",
         **_derby(st),
-        "metastore.schema.verification": "false",
+        "metastore.schema.verification": "true",
         **EVENT_API_AUTH_OFF,
         "metastore.transactional.event.listeners": STACK_LOG_WRITER,
         "metastore.metrics.enabled": "false",
@@ -78,7 +96,7 @@ def _site_3_1(st: StackLayout, hdfs: str) -> dict[str, str]:
         "metastore.thrift.port": str(st.port("hms")),
         "metastore.warehouse.dir": f"{hdfs}/warehouse",
         **_derby(st),
-        "metastore.schema.verification": "false",
+        "metastore.schema.verification": "true",
         **EVENT_API_AUTH_OFF,
         "metastore.transactional.event.listeners": HIVE_LOG_WRITER,
         "metastore.metrics.enabled": "false",
@@ -97,7 +115,7 @@ def _site_2_3(st: StackLayout, hdfs: str) -> dict[str, str]:
         "hive.metastore.port": str(st.port("hms")),
         "hive.metastore.warehouse.dir": f"{hdfs}/warehouse",
         **_derby(st),
-        "hive.metastore.schema.verification": "false",
+        "hive.metastore.schema.verification": "true",
         "hive.metastore.transactional.event.listeners": HIVE_LOG_WRITER,
         "hive.metastore.server.min.threads": "8",
         "hive.metastore.expression.proxy": DEFAULT_EXPRESSION_PROXY,
@@ -138,6 +156,8 @@ def prepare_hms(st: StackLayout) -> tuple[list[str], dict[str, str]]:
     (conf / "core-site.xml").write_text(site_xml(_core_site(st, hdfs)))
     name, site = SITES[version]
     (conf / name).write_text(site_xml(site(st, hdfs)))
+    if not (st.data / "hms" / "metastore_db").exists():
+        create_schema(st, SCHEMA_VERSIONS[version])
     java = Path(java_home(17, 21)) / "bin" / "java"
     argv = [
         str(java),
@@ -149,6 +169,59 @@ def prepare_hms(st: StackLayout) -> tuple[list[str], dict[str, str]]:
         "org.apache.hadoop.hive.metastore.HiveMetaStore",
     ]
     return argv, {"HADOOP_USER_NAME": "hdfs"}
+
+
+def schema_steps(scripts: Path, version: str) -> tuple[str, list[Path]]:
+    """How Hive's Derby scripts in ``scripts`` make schema ``version``: the version whose
+    ``hive-schema-*`` script to run, then the upgrade scripts after it, in order.
+
+    Hive publishes a full script for some versions only (1.2.0, 3.x, 4.x); the others are reached
+    by upgrading, as ``upgrade.order.derby`` lists the steps.
+    """
+    steps = [line.split("-to-") for line in (scripts / "upgrade.order.derby").read_text().split()]
+    base, upgrades = version, list[Path]()
+    while not (scripts / f"hive-schema-{base}.derby.sql").exists():
+        before = [a for a, b in steps if b == base]
+        if not before:
+            raise StackError(f"Hive's Derby scripts in {scripts} cannot make schema {version}")
+        upgrades.insert(0, scripts / f"upgrade-{before[0]}-to-{base}.derby.sql")
+        base = before[0]
+    return base, upgrades
+
+
+def create_schema(st: StackLayout, version: str) -> None:
+    """Create schema ``version`` in the stack's (new) Derby database, as an administrator does
+    before a metastore's first start: Hive's schema tool (from the 4.0 classpath, which has the
+    tool and an SQL shell, with the metastore's own Derby) and the scripts of Hive's metastore distribution, which the
+    stack's install unpacks into ``lib/hms-schema``."""
+    homes = sorted((st.lib / "hms-schema").glob("apache-hive-metastore-*-bin"))
+    if not homes:
+        raise StackError(f"Hive's schema scripts are missing from {st.lib / 'hms-schema'}")
+    scripts = homes[-1] / "scripts" / "metastore" / "upgrade" / "derby"
+    base, upgrades = schema_steps(scripts, version)
+    java = str(Path(java_home(17, 21)) / "bin" / "java")
+    # Derby's files are written in the format of the Derby that makes them, which an older
+    # Derby cannot open: the version's own Derby goes first
+    derby = [str(j) for j in sorted((st.lib / f"hms-{st.hms}").glob("derby-*.jar"))]
+    cp = ":".join([*derby, f"{st.lib / 'hms-4.0'}/*"])
+    url = derby_url(st)
+    schema_tool = "org.apache.hadoop.hive.metastore.tools.schematool.MetastoreSchemaTool"
+    init = ["-initSchemaTo", base, "-dbType", "derby", "-url", url, "-driver", DERBY_DRIVER]
+    login = ["-userName", DERBY_USER, "-passWord", DERBY_PASSWORD]
+    shell = ["sqlline.SqlLine", "-u", url, "-n", DERBY_USER, "-p", DERBY_PASSWORD, "-d", DERBY_DRIVER]
+    runs = [(f"hive-schema-{base}", [schema_tool, *init, *login])]
+    runs += [(u.stem, [*shell, "--silent=true", f"--run={u}"]) for u in upgrades]
+    env = {**os.environ, "METASTORE_HOME": str(homes[-1])}
+    (st.data / "hms").mkdir(parents=True, exist_ok=True)
+    with open(st.logs / "hms-schema.log", "ab") as log:
+        for step, argv in runs:
+            proc = subprocess.run([java, "-cp", cp, *argv], stdout=log, stderr=subprocess.STDOUT, env=env)
+            if proc.returncode != 0:
+                shutil.rmtree(st.data / "hms" / "metastore_db", ignore_errors=True)
+                raise StackError(
+                    f"creating the metastore's schema {version} failed at {step} "
+                    f"(exit {proc.returncode}); see {st.logs / 'hms-schema.log'}"
+                )
 
 
 def hms_ready(st: StackLayout) -> bool:
