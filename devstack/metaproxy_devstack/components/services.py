@@ -59,6 +59,9 @@ bucket = "metaproxy"
 access_key = "$gateway_access_key"
 secret_key = "$gateway_secret_key"
 block_size = "1MiB"
+# the metastore's notification log keeps listings fresh: what changes on-prem through the HMS is
+# re-read at once, so a listing is otherwise kept for long
+stale_after = "10m"
 admin_port = $gateway_admin
 pinned_max = "1GiB"
 ttl_check_interval = "1s"
