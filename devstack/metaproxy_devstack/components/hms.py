@@ -215,7 +215,12 @@ def create_schema(st: StackLayout, version: str) -> None:
     (st.data / "hms").mkdir(parents=True, exist_ok=True)
     with open(st.logs / "hms-schema.log", "ab") as log:
         for step, argv in runs:
-            proc = subprocess.run([java, "-cp", cp, *argv], stdout=log, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.run(
+                [java, f"-Dderby.stream.error.file={st.logs / 'derby.log'}", "-cp", cp, *argv],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
             if proc.returncode != 0:
                 shutil.rmtree(st.data / "hms" / "metastore_db", ignore_errors=True)
                 raise StackError(
