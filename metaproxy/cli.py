@@ -201,32 +201,58 @@ def gateway_cmd(ctx: click.Context) -> None:
 
 @cli.command("report")
 @click.option("--url", default="", help="The gateway's admin URL (default: from the config file).")
+@click.option(
+    "--proxy-url", default="", help="The metastore proxy's admin URL (default: from the config file)."
+)
 @json_option
 @click.pass_context
-def report(ctx: click.Context, url: str, as_json: bool) -> None:
-    """What the cache holds and serves: tiers, hit ratio, bytes per UFS and per mount."""
+def report(ctx: click.Context, url: str, proxy_url: str, as_json: bool) -> None:
+    """What the cache holds and serves, and whether the on-prem side answers: tiers, hit ratio,
+    bytes per UFS and per mount; the metastore, its notification log and the metadata cache;
+    upstreams not answering, since when, and how stale the answers served meanwhile are."""
     import requests
 
-    from metaproxy.config import load_config
+    no_proxy = ""
+    if not url or not proxy_url:
+        from metaproxy.config import load_config
 
-    if not url:
-        cfg = load_config(ctx.obj["config_path"])
-        url = f"http://{cfg.proxy.admin_host}:{cfg.gateway.admin_port}"
+        try:
+            cfg = load_config(ctx.obj["config_path"])
+        except ConfigError as e:
+            if not url:
+                raise
+            no_proxy = f"no --proxy-url, and no config file to read it from ({e})"
+        else:
+            url = url or f"http://{cfg.proxy.admin_host}:{cfg.gateway.admin_port}"
+            proxy_url = proxy_url or f"http://{cfg.proxy.admin_host}:{cfg.proxy.admin_port}"
     try:
         r = requests.get(f"{url.rstrip('/')}/report", timeout=10)
         r.raise_for_status()
     except requests.RequestException as e:
         raise click.ClickException(f"cannot reach the gateway's admin endpoint at {url}: {e}") from None
     rep = r.json()
+    try:  # the proxy answers /health with 503 while its HMS does not answer: still a report
+        if no_proxy:
+            rep["proxy"] = {"unreachable": no_proxy}
+        else:
+            rep["proxy"] = requests.get(f"{proxy_url.rstrip('/')}/health", timeout=10).json()
+    except (requests.RequestException, ValueError) as e:
+        rep["proxy"] = {"unreachable": f"cannot reach the proxy's admin endpoint at {proxy_url}: {e}"}
     if as_json:
         emit_json(rep)
         return
+    out = table("figure", "value", title="metaproxy report")
+    _cache_rows(out, rep)
+    _outage_rows(out, rep)
+    show(out)
 
-    def mib(n: int) -> str:
-        return f"{n / 2**20:,.1f} MiB"
 
-    t = rep["tiers"]
-    out = table("figure", "value", title="metaproxy cache report")
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def _cache_rows(out: Any, rep: dict[str, Any]) -> None:
+    mib, t = _mib, rep["tiers"]
     out.add_row(
         "memory tier", f"{mib(t['memory_used'])} of {mib(t['memory_capacity'])} ({t['memory_blocks']} blocks)"
     )
@@ -248,7 +274,59 @@ def report(ctx: click.Context, url: str, as_json: bool) -> None:
         out.add_row("pinned path", f"/{path}")
     for path, ttl in rep.get("ttls", {}).items():
         out.add_row("TTL", f"/{path}: {ttl:g}s")
-    show(out)
+
+
+def _since(wall: float | None) -> str:
+    """A wall-clock time as UTC, and how long ago."""
+    import datetime as dt
+    import time
+
+    if wall is None:
+        return "?"
+    at = dt.datetime.fromtimestamp(wall, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"since {at} ({_age(time.time() - wall)})"
+
+
+def _age(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s" if m else f"{seconds:.1f}s"
+
+
+def _outage_rows(out: Any, rep: dict[str, Any]) -> None:
+    """The metastore (through the proxy's health) and the UFSes (through the gateway's)."""
+    px = rep["proxy"]
+    if "unreachable" in px:
+        out.add_row("metastore proxy", px["unreachable"])
+    else:
+        up = px["upstream"]
+        out.add_row(
+            "metastore",
+            "answering" if up["answering"] else f"NOT ANSWERING {_since(up['down_since'])}: {up['reason']}",
+        )
+        log_ = px["notification_log"]
+        if not log_.get("followed"):
+            out.add_row("notification log", "not followed (answers kept for metadata_stale_after)")
+        else:
+            state = "read" if log_.get("up") else f"not read: {log_.get('error')}"
+            out.add_row(
+                "notification log", f"{state}; last event {log_.get('last_event')}; lost {log_.get('lost')}"
+            )
+        mc = px["metadata_cache"]
+        out.add_row(
+            "metadata cache",
+            f"{mc['entries']} answers, {_mib(mc['bytes'])} of {_mib(mc['capacity'])}; "
+            f"{mc['stale_served']} served stale{_last(mc['last_stale_age_s'])}",
+        )
+    for root, down in sorted(rep.get("ufs_not_answering", {}).items()):
+        out.add_row(f"UFS {root}", f"NOT ANSWERING {_since(down['down_since'])}: {down['reason']}")
+    out.add_row(
+        "gateway served stale",
+        f"{rep.get('stale_served', 0)} listings and statuses{_last(rep.get('last_stale_age_s'))}",
+    )
+
+
+def _last(age_s: float | None) -> str:
+    return "" if age_s is None else f", the last {_age(age_s)} old"
 
 
 #: the entry-point group through which other installed packages add commands: each entry point

@@ -143,6 +143,8 @@ class Gateway:
             "corrupt_blocks": st.corrupt_blocks,
             "mounts": [m.path for m in self.mounts],
             "ufs_not_answering": self.health.status(),
+            "stale_served": self.metadata.stale_served,
+            "last_stale_age_s": self.metadata.last_stale_age_s,
             **self.manager.rules(),
         }
 

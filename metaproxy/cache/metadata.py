@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import replace
 
-from metaproxy.cache.metrics import LISTING_REFRESHES, STALE_SERVED
+from metaproxy.cache.metrics import LISTING_REFRESHES, STALE_AGE, STALE_SERVED
 from metaproxy.cache.watch import UfsHealth
 from metaproxy.ufs import FileStatus, Ufs, UfsUnavailable
 
@@ -63,6 +63,9 @@ class MetadataCache:
         self._served: OrderedDict[str, float] = OrderedDict()
         self._refreshing: set[str] = set()
         self._generation = 0
+        #: statuses and listings served stale (their UFS not answering), the last one's age
+        self.stale_served = 0
+        self.last_stale_age_s: float | None = None
 
     # -- statuses ---------------------------------------------------------------------------
 
@@ -87,7 +90,7 @@ class MetadataCache:
             st = self.ufs.stat(uri)
         except UfsUnavailable:
             if known is not None and self._may_serve_stale(uri, now):
-                STALE_SERVED.labels("status").inc()
+                self._served_stale("status", known[0])
                 return known[1]
             raise
         with self._lock:
@@ -98,6 +101,14 @@ class MetadataCache:
         """Fail at once (not after a timeout) when the UFS holding ``uri`` is known to be down."""
         if self.health.down_since(uri) is not None:
             raise UfsUnavailable(self.health.describe(uri) + ("" if known else f"; {uri} is not cached"))
+
+    def _served_stale(self, what: str, taken: float) -> None:
+        age = time.monotonic() - taken
+        with self._lock:
+            self.stale_served += 1
+            self.last_stale_age_s = age
+        STALE_SERVED.labels(what).inc()
+        STALE_AGE.set(age)
 
     def _may_serve_stale(self, uri: str, failed_at: float) -> bool:
         since = self.health.down_since(uri) or failed_at
@@ -131,7 +142,7 @@ class MetadataCache:
             return self._relist(uri, gen)
         except UfsUnavailable:
             if hit is not None and self._may_serve_stale(uri, now):
-                STALE_SERVED.labels("listing").inc()
+                self._served_stale("listing", hit[0])
                 return hit[1]
             raise
 

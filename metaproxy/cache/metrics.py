@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from metaproxy.cache.blocks import BlockCache
@@ -30,6 +30,10 @@ STALE_SERVED = Counter(
     "metaproxy_gateway_stale_served",
     "Listings and statuses served stale because their UFS did not answer",
     ["what"],
+)
+STALE_AGE = Gauge(
+    "metaproxy_gateway_stale_age_seconds",
+    "Age of the last listing or status served stale because its UFS did not answer",
 )
 
 

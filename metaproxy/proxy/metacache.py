@@ -35,6 +35,10 @@ LOOKUPS = Counter("metaproxy_proxy_cache_lookups", "Metadata cache lookups", ["o
 CACHE_BYTES = Gauge("metaproxy_proxy_cache_bytes", "Bytes of answers in the metadata cache")
 CACHE_ENTRIES = Gauge("metaproxy_proxy_cache_entries", "Answers in the metadata cache")
 INVALIDATED = Counter("metaproxy_proxy_cache_invalidated", "Cached answers dropped", ["cause"])
+STALE_AGE = Gauge(
+    "metaproxy_proxy_stale_answer_age_seconds",
+    "Age of the last answer served from the cache while the HMS did not answer",
+)
 
 #: read-only calls whose answers may be kept; everything else always goes upstream
 _CACHEABLE = re.compile(
@@ -127,6 +131,9 @@ class MetadataCache:
         self._bytes = 0
         #: whether the notification log vouches for the entries (set by its follower)
         self.fresh_by_events = False
+        #: answers served stale (the HMS not answering), and how old the last one was
+        self._stale_served = 0
+        self._last_stale_age_s: float | None = None
 
     # -- lookups ----------------------------------------------------------------------------
 
@@ -149,6 +156,10 @@ class MetadataCache:
             return None
         with self._lock:
             e = self._entries.get(key)
+            if e is not None:
+                self._stale_served += 1
+                self._last_stale_age_s = time.monotonic() - e.stored
+                STALE_AGE.set(self._last_stale_age_s)
         if e is not None:
             LOOKUPS.labels("stale").inc()
         return e
@@ -234,4 +245,6 @@ class MetadataCache:
                 "bytes": self._bytes,
                 "capacity": self.capacity,
                 "fresh_by_events": self.fresh_by_events,
+                "stale_served": self._stale_served,
+                "last_stale_age_s": self._last_stale_age_s,
             }

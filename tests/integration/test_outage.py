@@ -5,6 +5,7 @@ itself when the on-prem side thaws."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -19,6 +20,7 @@ import pytest
 import requests
 from botocore.config import Config as BotoConfig
 from hive_metastore import ttypes as tt
+from prometheus_client import REGISTRY
 from proxying import proxy_config, uri
 
 from metaproxy.cache.server import GatewayServer
@@ -92,6 +94,16 @@ def test_the_proxy_serves_what_it_holds_while_the_metastore_is_frozen(
                 pytest.raises(tt.MetaException, match="not answering"),
             ):
                 c.get_table_req(req)
+            # health, the metrics and the report say which upstream is down, since when, how stale
+            mc = p.health()["metadata_cache"]
+            assert mc["stale_served"] >= 3 and mc["last_stale_age_s"] > 0
+            assert REGISTRY.get_sample_value("metaproxy_proxy_stale_answer_age_seconds") > 0
+            text, doc = report(p, tmp_path)
+            assert "NOT ANSWERING since" in text and "timeout" in text, text
+            assert "served stale, the last" in text, text
+            assert doc["proxy"]["upstream"]["answering"] is False
+            assert doc["proxy"]["upstream"]["down_since"] <= time.time()
+            assert doc["proxy"]["metadata_cache"]["stale_served"] >= 3
         wait_for(lambda: p.health()["ok"], "the proxy to see the metastore again")
         with connect(uri(p, "cloud")) as c:
             assert (
@@ -99,6 +111,43 @@ def test_the_proxy_serves_what_it_holds_while_the_metastore_is_frozen(
             )
     finally:
         p.stop()
+
+
+def report(p: MetastoreProxy, tmp_path: Any) -> tuple[str, dict[str, Any]]:
+    """``metaproxy report`` (text and --json) with the proxy's admin endpoint and a gateway's."""
+    from click.testing import CliRunner
+
+    from metaproxy.admin import AdminServer
+    from metaproxy.cli import cli
+
+    admin = AdminServer("127.0.0.1", 0, p.health)
+    admin.start()
+    gateway = {
+        "port": 0,
+        "admin_port": 0,
+        "access_key": "k",
+        "secret_key": "s",
+        "events_interval": "0s",
+        "disk": {"path": f"{tmp_path}/gw-cache", "capacity": "16MiB"},
+    }
+    state = {"path": f"{tmp_path}/gw-state.db"}
+    gw = GatewayServer(parse_config({"state": state, "gateway": gateway}, "test.toml")).start()
+    try:
+        assert gw.admin is not None
+        args = [
+            "report",
+            "--url",
+            f"http://127.0.0.1:{gw.admin.port}",
+            "--proxy-url",
+            f"http://127.0.0.1:{admin.port}",
+        ]
+        text = CliRunner().invoke(cli, args, env={"COLUMNS": "200"})
+        doc = CliRunner().invoke(cli, [*args, "--json"])
+        assert text.exit_code == 0 and doc.exit_code == 0, text.output + doc.output
+        return text.output, json.loads(doc.output)
+    finally:
+        gw.stop()
+        admin.stop()
 
 
 def test_the_gateway_serves_what_it_holds_while_hdfs_is_frozen(stack: dict[str, Any], tmp_path: Any) -> None:
@@ -160,6 +209,9 @@ def test_the_gateway_serves_what_it_holds_while_hdfs_is_frozen(stack: dict[str, 
             assert "has not answered" in e.value.response["Error"]["Message"]
             report = requests.get(f"{admin}/report", timeout=5).json()
             assert report["ufs_not_answering"]
+            # what was served stale, and how old it was (taken before the freeze, > stale_after)
+            assert report["stale_served"] >= 2 and report["last_stale_age_s"] >= 1.0
+            assert REGISTRY.get_sample_value("metaproxy_gateway_stale_age_seconds") >= 1.0
         wait_for(
             lambda: not requests.get(f"{admin}/health", timeout=5).json()["ufs_not_answering"], "the thaw"
         )
