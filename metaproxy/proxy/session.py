@@ -64,6 +64,9 @@ class Session:
         self.keep = state.config.metastore.pool_size == 0
         #: the client used transactions or locks: its connection is its own, and closed after
         self.txn = False
+        #: the locks this client took through the proxy, by id, with the databases they named:
+        #: ``unlock`` and ``heartbeat`` name only the id, and are allowed for these
+        self.locks: dict[int, list[str]] = {}
 
     def serve(self) -> None:
         buf = bytearray()
@@ -148,6 +151,9 @@ class Session:
                 dbs = schema.database_names(info, bytes(buf[h.body_start : req.end]))
             except Exception as e:
                 raise _Refused(f"metaproxy: cannot read the arguments of {h.name}: {e}") from None
+        if not dbs and h.name in schema.LOCK_ID_CALLS:
+            lockid = schema.requested_lock_id(h.name, bytes(buf[h.body_start : req.end]))
+            dbs = self.locks.get(lockid, []) if lockid is not None else []
         refusal = self.state.write_refusal(h.name, dbs)
         if refusal:
             raise _Refused(refusal)
@@ -211,7 +217,7 @@ class Session:
                 f"no upstream HMS reachable: the metastore is {health.describe()}; "
                 "only answers cached before the outage are served"
             )
-        capture: list[bytes] | None = [] if key is not None else None
+        capture: list[bytes] | None = [] if key is not None or h.name == "lock" else None
         try:
             self._call_upstream(h, request, outbound, call, capture)
         except UpstreamUnavailable as e:
@@ -222,6 +228,8 @@ class Session:
             ):
                 return
             raise
+        if h.name in ("lock", "unlock") and call.outcome == "ok":
+            self._track_lock(h, request, capture)
         if key is not None and capture and call.outcome == "ok":
             message = b"".join(capture)
             header = binary.parse_header(message)
@@ -232,6 +240,20 @@ class Session:
                 cache.flush(cause="write")
             for db, table in tags - {("", "")}:
                 cache.invalidate(db, table, cause="write")
+
+    def _track_lock(self, h: MessageHeader, request: bytes | memoryview, capture: list[bytes] | None) -> None:
+        """Remember a lock this client took (with the databases its request named), forget one
+        it released."""
+        if h.name == "unlock":
+            lockid = schema.requested_lock_id("unlock", bytes(request[h.body_start :]))
+            if lockid is not None:
+                self.locks.pop(lockid, None)
+            return
+        message = b"".join(capture or [])
+        lockid = schema.granted_lock_id(message[binary.parse_header(message).body_start :])
+        info = schema.method("lock")
+        if lockid is not None and info is not None:
+            self.locks[lockid] = schema.database_names(info, bytes(request[h.body_start :]))
 
     def _stale(self, h: MessageHeader, key: Key, down_since: float, call: _Call) -> bool:
         """Answer from the cache while the HMS does not (within ``stale_if_error``)."""

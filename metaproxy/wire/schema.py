@@ -288,3 +288,40 @@ def _collect_dbs(obj: Any, found: list[str], depth: int) -> None:
     for f in obj.thrift_spec:
         if f and f[1] in (STRUCT, LIST, SET):
             _collect_dbs(getattr(obj, f[2], None), found, depth + 1)
+
+
+#: calls that name a lock by its id alone, no database (the request's field holding the id)
+LOCK_ID_CALLS = frozenset({"unlock", "heartbeat", "check_lock"})
+
+
+def _read(cls: Any, body: bytes) -> Any:
+    obj = cls()
+    obj.read(TBinaryProtocol.TBinaryProtocolAccelerated(TTransport.TMemoryBuffer(body)))
+    return obj
+
+
+def requested_lock_id(method: str, body: bytes) -> int | None:
+    """The lock id an ``unlock``, ``heartbeat`` or ``check_lock`` request names, if any."""
+    from hive_metastore import ThriftHiveMetastore
+
+    if method not in LOCK_ID_CALLS:
+        return None
+    try:
+        args = _read(getattr(ThriftHiveMetastore, f"{method}_args"), body)
+    except Exception:
+        return None
+    req = getattr(args, "rqst", None) or getattr(args, "ids", None)
+    lockid = getattr(req, "lockid", None)
+    return int(lockid) if isinstance(lockid, int) else None
+
+
+def granted_lock_id(body: bytes) -> int | None:
+    """The lock id in the answer to ``lock`` (the reply's struct, after its message header)."""
+    from hive_metastore import ThriftHiveMetastore
+
+    try:
+        result = _read(ThriftHiveMetastore.lock_result, body)
+    except Exception:
+        return None
+    lockid = getattr(result.success, "lockid", None)
+    return int(lockid) if isinstance(lockid, int) else None

@@ -1,6 +1,7 @@
 """pyiceberg's HiveCatalog (Hive 4 IDL, but ``get_table`` for loading tables) as a client of the
-proxy: namespaces, Iceberg tables created and loaded through it, and pyiceberg's own metastore
-client reading Hive tables and partitions — locations rewritten, every other field equal."""
+proxy: namespaces, Iceberg tables created, loaded and committed to through it (a commit takes a
+metastore lock), and pyiceberg's own metastore client reading Hive tables and partitions —
+locations rewritten, every other field equal."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from hive_metastore import ttypes as tt
 from proxying import uri
@@ -65,13 +67,33 @@ def test_iceberg_tables_through_the_proxy(
     schema = Schema(
         NestedField(1, "id", LongType(), required=False), NestedField(2, "v", StringType(), required=False)
     )
-    # (commits take a metastore lock, which the stack's Derby-backed metastores do not serve:
-    # the tables here are created and loaded, not written)
     created = through.create_table((name, "events"), schema)  # creates, then loads with get_table
     loaded = through.load_table((name, "events"))
     assert loaded.metadata_location == created.metadata_location != ""
     assert loaded.metadata_location.startswith(f"s3a://{bucket}/{name}.db/events/")  # the database location
     assert loaded.schema().column_names == ["id", "v"] and loaded.scan().to_arrow().num_rows == 0
+    # commits: a metastore lock (lock, check_lock, unlock on one connection), then alter_table
+    rows = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "v": pa.array(["a", "b", "c"])})
+    loaded.append(rows)
+    loaded.append(rows.slice(0, 1))
+    again = through.load_table((name, "events"))
+    assert again.metadata_location != loaded.metadata_location or len(again.history()) == 2
+    assert sorted(again.scan().to_arrow()["id"].to_pylist()) == [1, 1, 2, 3]
+    with connect(stack["hms"]) as c:  # what the HMS holds is the commit's
+        held = c.get_table_req(tt.GetTableRequest(dbName=name, tblName="events")).table
+        assert held.parameters["metadata_location"] == again.metadata_location
+        assert c.show_locks(tt.ShowLocksRequest(dbname=name)).locks in (None, [])  # none left behind
+    # a lock is released by the client that took it through the proxy, and by no other
+    with connect(uri(proxy, "cloud")) as mine, connect(uri(proxy, "cloud")) as other:
+        component = tt.LockComponent(
+            type=tt.LockType.SHARED_READ, level=tt.LockLevel.TABLE, dbname=name, tablename="events"
+        )
+        lockid = mine.lock(tt.LockRequest(component=[component], user="t", hostname="h")).lockid
+        with pytest.raises(TApplicationException, match="names no database"):
+            other.unlock(tt.UnlockRequest(lockid=lockid))
+        mine.unlock(tt.UnlockRequest(lockid=lockid))
+    with connect(stack["hms"]) as c:
+        assert c.show_locks(tt.ShowLocksRequest(dbname=name)).locks in (None, [])
     assert through.list_tables(name) == [(name, "events")]  # get_table_objects_by_name
     direct = catalog(stack, stack["hms"], f"s3://{bucket}")
     if hive4(stack):  # the reason for the translation: Hive 4 does not serve get_table
