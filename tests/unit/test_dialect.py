@@ -140,3 +140,19 @@ def test_the_version_an_upstream_reports_says_what_it_lacks() -> None:
         "thrift://h3:1": ["get_partitions_by_names_req"],
     }
     assert d.versions()["thrift://odd:1"] == "" and d.translation("thrift://odd:1", "get_table") is None
+
+
+def test_the_readme_lists_every_translation() -> None:
+    """The README's table of translations is the proxy's: a translation added or dropped
+    without the table fails here."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("<!-- translations:begin -->")[1].split("<!-- translations:end -->")[0]
+    rows = {
+        (m[1], m[2], m[3])
+        for m in re.finditer(r"^\| `(\w+)` \| ([^|]+?) \| `(\w+)` \|$", table, re.MULTILINE)
+    }
+    lines = {"4.": "Hive 4", "2.,3.": "Hive 2.3 or 3.1"}
+    assert rows == {(t.client, lines[",".join(t.missing_in)], t.upstream) for t in TRANSLATIONS.values()}
