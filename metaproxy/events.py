@@ -161,6 +161,8 @@ class EventLog:
         self.subscribers = list(subscribers)
         self.state = LogState()
         self._lock = threading.Lock()
+        #: held while a poll runs: whoever moves the follower's position from outside takes it
+        self.polling = threading.Lock()
         self._client: Any = None
         self._client_cm: Any = None
 
@@ -186,6 +188,10 @@ class EventLog:
     def poll(self) -> int:
         """Read what is new and hand it on; returns how many events. Raises when the log cannot
         be read (the connection is then closed, and reopened on the next poll)."""
+        with self.polling:
+            return self._poll()
+
+    def _poll(self) -> int:
         from hive_metastore import ttypes
 
         try:

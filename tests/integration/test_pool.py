@@ -19,6 +19,10 @@ from metaproxy.thrift_server import MetastoreProxy
 pytestmark = pytest.mark.integration
 
 
+#: the metadata cache off: every call goes to the HMS, over a pooled connection
+UNCACHED: dict[str, Any] = {"proxy": {"metadata_cache_size": "0"}}
+
+
 def wait_idle(proxy: MetastoreProxy, n: int) -> None:
     """Until ``n`` connections wait in the pool (a session gives its own back as it ends)."""
     deadline = time.monotonic() + 5
@@ -31,6 +35,7 @@ def pool_events(event: str) -> float:
     return REGISTRY.get_sample_value("metaproxy_proxy_upstream_pool_total", {"event": event}) or 0.0
 
 
+@pytest.mark.parametrize("proxy", [UNCACHED], indirect=True)
 def test_clients_that_connect_per_call_share_upstream_connections(
     stack: dict[str, Any], tpcds: Any, proxy: MetastoreProxy
 ) -> None:
@@ -45,6 +50,7 @@ def test_clients_that_connect_per_call_share_upstream_connections(
     wait_idle(proxy, 1)
 
 
+@pytest.mark.parametrize("proxy", [UNCACHED], indirect=True)
 def test_connection_state_stays_with_the_client_that_set_it(
     stack: dict[str, Any], proxy: MetastoreProxy
 ) -> None:
@@ -66,6 +72,7 @@ def test_connection_state_stays_with_the_client_that_set_it(
     assert pool_events("reused") > reused
 
 
+@pytest.mark.parametrize("proxy", [UNCACHED], indirect=True)
 def test_a_dropped_pooled_connection_costs_a_read_nothing(
     stack: dict[str, Any], tpcds: Any, proxy: MetastoreProxy
 ) -> None:
@@ -84,7 +91,7 @@ def test_a_dropped_pooled_connection_costs_a_read_nothing(
 
 
 @pytest.mark.parametrize(
-    "proxy", [{"pool_idle_timeout": "300ms", "pool_check_after": "100ms"}], indirect=True
+    "proxy", [{**UNCACHED, "pool_idle_timeout": "300ms", "pool_check_after": "100ms"}], indirect=True
 )
 def test_idle_connections_are_checked_and_closed(
     stack: dict[str, Any], tpcds: Any, proxy: MetastoreProxy
