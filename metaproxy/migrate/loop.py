@@ -53,7 +53,8 @@ class PassReport:
     errors: list[str] = field(default_factory=list)
 
     def add(self, state: str) -> None:
-        self.counts[state] = self.counts.get(state, 0) + 1
+        name = str(state)  # a UnitState counts under its plain name
+        self.counts[name] = self.counts.get(name, 0) + 1
 
 
 def crash_hook(spec: str) -> Callable[[str], None]:
