@@ -3,8 +3,12 @@
 Calls: ``get_table_req``; ``get_table`` through the proxy, which translates it for a Hive 4
 upstream, beside ``get_table_req`` straight to the HMS (what the translation costs); and
 ``get_partitions_by_names`` of 100, 1,000 and 10,000 partitions (20 columns each, every location
-under a mount, so every one of them is rewritten — the worst case). Direct and proxied calls alternate in small rounds so drift on a shared machine hits
-both sides alike. The proxy is the local stack's (a separate process, `cloud` listener).
+under a mount, so every one of them is rewritten — the worst case). Direct and proxied calls
+alternate in small rounds so drift on a shared machine hits both sides alike.
+
+Two proxies, each a separate ``metaproxy serve`` process with a ``cloud`` listener: ``proxy``
+with its metadata cache off, so every call goes to the HMS (what the proxy itself adds), and
+``cached``, the local stack's own, whose event-driven cache answers repeated reads itself.
 
     .venv/bin/python bench/bench_proxy.py [--quick]
 
@@ -17,7 +21,11 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +33,7 @@ from hive_metastore import ttypes as tt
 
 from metaproxy.hms import connect
 from metaproxy_devstack.launcher import Stack
+from metaproxy_devstack.procs import free_port, port_open
 
 OUT = Path(__file__).resolve().parent / "out"
 DB = "bench_proxy"
@@ -90,6 +99,45 @@ def make_table(stack: dict[str, Any], name: str, partitions: int) -> list[str]:
         return list(hms.get_partition_names(DB, name, -1))
 
 
+@contextmanager
+def uncached_proxy(stack: dict[str, Any]) -> Iterator[str]:
+    """A proxy process with the metadata cache off, over the stack's HMS and /tpcds mount."""
+    port, admin = free_port(), free_port()
+    OUT.mkdir(exist_ok=True)
+    config = OUT / "proxy-uncached.toml"
+    config.write_text(
+        f"""[state]
+path = "{OUT / "proxy-uncached.db"}"
+[metastore]
+uris = ["{stack["hms"]}"]
+[proxy]
+admin_port = {admin}
+metadata_cache_size = "0"
+[[proxy.listener]]
+port = {port}
+profile = "cloud"
+[[mount]]
+path = "/tpcds"
+ufs = "{stack["hdfs"]}/warehouse/tpcds"
+"""
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "metaproxy", "--config", str(config), "serve"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not port_open(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the uncached proxy did not start (config {config})")
+            time.sleep(0.1)
+        yield f"thrift://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def measure(clients: dict[str, Any], call: Any, rounds: int, per_round: int) -> dict[str, list[float]]:
     """Samples per side; ``call`` is one function of a client, or one per side (by label)."""
     samples: dict[str, list[float]] = {k: [] for k in clients}
@@ -121,8 +169,13 @@ def main() -> None:
         "accelerated_walker": __import__("metaproxy.wire.binary", fromlist=["x"]).ACCELERATED,
         "calls": {},
     }
-    with connect(stack["hms"], 600) as direct, connect(stack["proxy"], 600) as proxied:
-        clients = {"direct": direct, "proxy": proxied}
+    with (
+        uncached_proxy(stack) as uncached,
+        connect(stack["hms"], 600) as direct,
+        connect(uncached, 600) as proxied,
+        connect(stack["proxy"], 600) as cached,
+    ):
+        clients = {"direct": direct, "proxy": proxied, "cached": cached}
         req = tt.GetTableRequest(dbName=DB, tblName=f"parts_{sizes[0]}")
         measure(clients, lambda c: c.get_table_req(req), 2, 20)  # warm-up (JIT, caches)
         cases: list[tuple[str, Any, int, int]] = [
@@ -131,7 +184,11 @@ def main() -> None:
             # (as a Hive 4 client would directly) and answers in get_table's form
             (
                 "get_table, translated (direct: get_table_req)",
-                {"direct": lambda c: c.get_table_req(req), "proxy": lambda c: c.get_table(DB, req.tblName)},
+                {
+                    "direct": lambda c: c.get_table_req(req),
+                    "proxy": lambda c: c.get_table(DB, req.tblName),
+                    "cached": lambda c: c.get_table(DB, req.tblName),
+                },
                 30 if not args.quick else 10,
                 20,
             ),
@@ -150,7 +207,7 @@ def main() -> None:
         for label, call, rounds, per_round in cases:
             measure(clients, call, 1, 1)
             s = measure(clients, call, rounds, per_round)
-            row = {
+            row: dict[str, Any] = {
                 side: {
                     "p50_ms": pct(v, 0.5),
                     "p99_ms": pct(v, 0.99),
@@ -161,17 +218,20 @@ def main() -> None:
             }
             row["added_p50_ms"] = row["proxy"]["p50_ms"] - row["direct"]["p50_ms"]
             row["ratio_p50"] = row["proxy"]["p50_ms"] / row["direct"]["p50_ms"]
+            row["cached_ratio_p50"] = row["cached"]["p50_ms"] / row["direct"]["p50_ms"]
             results["calls"][label] = row
     OUT.mkdir(exist_ok=True)
     (OUT / "proxy.json").write_text(json.dumps(results, indent=2))
     print(
         f"\n{'call':46s} {'direct p50/p99 ms':>20s} {'proxy p50/p99 ms':>20s} {'added p50':>10s} {'ratio':>6s}"
+        f" {'cached p50/p99 ms':>20s} {'ratio':>6s}"
     )
     for label, row in results["calls"].items():
-        d, p = row["direct"], row["proxy"]
+        d, p, c = row["direct"], row["proxy"], row["cached"]
         print(
             f"{label:46s} {d['p50_ms']:9.2f}/{d['p99_ms']:<9.2f}  {p['p50_ms']:9.2f}/{p['p99_ms']:<9.2f} "
             f"{row['added_p50_ms']:+9.2f} {row['ratio_p50']:6.3f}"
+            f"  {c['p50_ms']:9.2f}/{c['p99_ms']:<9.2f} {row['cached_ratio_p50']:6.3f}"
         )
 
 
