@@ -4,8 +4,9 @@
   local disk to the stack's S3 server, with the same part size and concurrency;
 * metaproxy: the migration copier streaming the same bytes from HDFS (WebHDFS) to the same S3
   server, files side by side as the loop copies a unit's files, with a SHA-256 computed while
-  reading — copy only, and copy + verify (on moto the
-  verification reads the copy back, since moto keeps no checksum).
+  reading — copy only, and copy + verify (the files go up in parts, and S3 keeps a multipart
+  upload's SHA-256 only as a checksum of its parts' checksums, so verification reads the copy
+  back).
 
 Rounds alternate; the median counts. Results go to ``bench/out/migrate.json``.
 

@@ -95,6 +95,20 @@ def s3_client(stack: dict[str, Any]) -> Any:
     )
 
 
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[str]:
+    """An S3 server of the test session's own (moto, in this process), for the tests that need
+    a store without S3's guarantees: moto keeps no checksum of an object and checks none that
+    a request carries. Its endpoint; it takes any keys."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
 @pytest.fixture
 def hms_client(stack: dict[str, Any]) -> Iterator[Any]:
     """A Hive Metastore client talking straight to the on-prem HMS."""

@@ -19,7 +19,7 @@ The running stack is described in ``endpoints.json`` in the stack directory:
               Hive 2.3.10, 3.1.3 or 4.0.1)
 ``hdfs``      ``hdfs://127.0.0.1:PORT``   — the NameNode RPC address
 ``webhdfs``   ``http://127.0.0.1:PORT``   — the NameNode's WebHDFS address
-``s3``        ``http://127.0.0.1:PORT``   — the S3 server (moto)
+``s3``        ``http://127.0.0.1:PORT``   — the S3 server (S3Proxy, objects kept under ``data/s3/``)
 ``trino``     ``http://127.0.0.1:PORT``   — Trino's HTTP endpoint
 ``s3_access_key``, ``s3_secret_key``, ``s3_region`` — credentials of the local S3 server
 ``proxy``     ``thrift://127.0.0.1:PORT`` — metaproxy's metastore proxy, profile ``cloud``

@@ -20,7 +20,7 @@ from metaproxy_devstack.common import DEFAULT_HMS_VERSION, HMS_RELEASES, HMS_VER
 
 @click.group()
 def stack() -> None:
-    """The local development stack: HDFS, Hive Metastore, S3 (moto) and Trino on loopback."""
+    """The local development stack: HDFS, Hive Metastore, S3 (S3Proxy) and Trino on loopback."""
 
 
 @stack.command("up")

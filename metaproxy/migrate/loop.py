@@ -289,6 +289,9 @@ class Migrator:
             self._step("verify")
             problem = self.copier.verify(dest, f.length, sha)
             if problem:
+                # what S3 holds is not what was read (damaged where nothing checked it, or gone
+                # since): verifying it again would fail forever, so the next try copies again
+                self.store.copy_again(unit.id, unit.attempt, f.rel, f.length, problem)
                 raise RuntimeError(f"{dest}: {problem}")
             self.store.file_done(unit.id, unit.attempt, f.rel, FileState.VERIFIED, sha, f.length)
 

@@ -216,6 +216,22 @@ class MigrationStore:
                     [length, time.time(), unit_id],
                 )
 
+    def copy_again(self, unit_id: int, attempt: int, rel: str, length: int, why: str) -> None:
+        """The copy of a file is not the source's bytes (``why``): it goes back to planned, its
+        bytes no longer count as copied, and the next try copies it again."""
+        with self.db.tx() as c:
+            n = c.execute(
+                "UPDATE files SET state = ?, sha256 = '' WHERE unit_id = ? AND attempt = ? AND rel = ?"
+                " AND state = ?",
+                [FileState.PLANNED, unit_id, attempt, rel, FileState.COPIED],
+            ).rowcount
+            if n:
+                c.execute(
+                    "UPDATE units SET copied_bytes = copied_bytes - ?, updated = ? WHERE id = ?",
+                    [length, time.time(), unit_id],
+                )
+                self.event(unit_id, "copy-again", f"{rel}: {why}", c)
+
     def flip(self, unit_id: int, source: str, target: str) -> Unit:
         """The flip: the proxy serves ``target`` for ``source`` from the moment this commits."""
         with self.db.tx() as c:

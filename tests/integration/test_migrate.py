@@ -510,6 +510,64 @@ def test_faults_are_recorded_retried_and_harm_nothing(
     assert rows(trino_query, "onprem", db) == lake["expected"]
 
 
+@pytest.mark.parametrize("store", ["stack", "moto"])
+def test_a_body_damaged_on_the_way_never_flips(
+    stack: dict[str, Any], lake: dict[str, Any], store: str, request: pytest.FixtureRequest
+) -> None:
+    """A fault between the copier and S3: every upload's body has a byte flipped after its
+    checksums were computed. The stack's S3 refuses such a body. moto, a store that checks
+    nothing and keeps no checksum, stores it, and the verification that reads the copy back
+    finds it differs. Either way no unit flips; once the fault is gone the units move, with the
+    source's bytes."""
+    import io
+    from dataclasses import replace
+
+    db, bucket = lake["db"], lake["bucket"]
+    config = config_for(stack, bucket)
+    if store == "moto":
+        config = replace(config, s3=replace(config.s3, endpoint=request.getfixturevalue("moto_s3")))
+        S3Ufs(config.s3).ensure_bucket(bucket)
+    damaged: list[str] = []
+
+    def damage(request: Any, **_: Any) -> None:
+        body = request.body.getvalue() if isinstance(request.body, io.BytesIO) else request.body
+        if isinstance(body, bytes) and body:
+            request.body = bytes([body[0] ^ 0xFF]) + body[1:]
+            damaged.append(request.url)
+
+    m = Migrator(config)
+    events = m.copier.target.client.meta.events
+    try:
+        for op in ("PutObject", "UploadPart"):
+            events.register(f"before-send.s3.{op}", damage)
+        assert m.run_once(lake["policy"]).counts == {"failed": 2, "skipped": 2}
+        failed = [u for u in m.store.units(lake["policy"]) if u.state == "failed"]
+        assert len(damaged) >= 2 and len(failed) == 2
+        for u in failed:
+            if store == "moto":
+                assert "the copy read back differs from the source" in u.last_error, u.last_error
+            else:  # over plain HTTP the signed payload hash refuses it, over HTTPS its SHA-256
+                assert any(c in u.last_error for c in ("XAmzContentSHA256Mismatch", "BadDigest")), (
+                    u.last_error
+                )
+        assert not {s for s in load_flips(stack_state(stack)) if db in s}
+        # the fault is gone: after the backoff, the next pass moves both units
+        for op in ("PutObject", "UploadPart"):
+            events.unregister(f"before-send.s3.{op}", damage)
+        for u in failed:
+            m.store.set_state(u.id, "failed", next_try=0)
+        assert m.run_once(lake["policy"]).counts == {"flipped": 2, "skipped": 2}
+        flips = {s: t for s, t in load_flips(stack_state(stack)).items() if db in s}
+    finally:
+        m.close()
+    fs = WebHdfs(stack["webhdfs"])
+    assert sorted(flips) == [f"{lake['location']}/t/d=1", f"{lake['location']}/t/d=2"]
+    for source, target in flips.items():
+        for f in fs.walk_files(hdfs_path(source)):
+            copy = f"{target}/{f.path.rsplit('/', 1)[1]}"
+            assert m.copier.target.read(copy) == fs.read(f.path)
+
+
 def test_the_scheduled_loop_runs_each_policy_and_stops_on_sigterm(
     stack: dict[str, Any], lake: dict[str, Any], tmp_path: Path
 ) -> None:

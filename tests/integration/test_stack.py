@@ -166,6 +166,33 @@ def test_s3_multipart_upload_round_trips(s3_client: Any) -> None:
     assert ranged == b"\x00\x00\x01\x01"
 
 
+def test_s3_keeps_its_objects_on_disk_and_wants_signed_requests(
+    stack: dict[str, Any], s3_client: Any
+) -> None:
+    """The stack's S3 is a real server: an object is a file under the stack's data/s3/, and a
+    request that is not signed with the stack's keys is refused."""
+    import boto3
+    import botocore.exceptions
+    import requests
+
+    bucket = f"disk-{uuid.uuid4().hex[:10]}"
+    s3_client.create_bucket(Bucket=bucket)
+    s3_client.put_object(Bucket=bucket, Key="d=1/kept.bin", Body=b"kept on disk")
+    assert (
+        endpoints_path().parent / "data" / "s3" / bucket / "d=1" / "kept.bin"
+    ).read_bytes() == b"kept on disk"
+    assert requests.get(f"{stack['s3']}/{bucket}/d=1/kept.bin", timeout=10).status_code == 403
+    stranger = boto3.client(
+        "s3",
+        endpoint_url=stack["s3"],
+        aws_access_key_id=stack["s3_access_key"],
+        aws_secret_access_key="not-the-secret",
+        region_name=stack["s3_region"],
+    )
+    with pytest.raises(botocore.exceptions.ClientError, match="SignatureDoesNotMatch"):
+        stranger.get_object(Bucket=bucket, Key="d=1/kept.bin")
+
+
 def test_trino_reads_a_table_on_s3(
     stack: dict[str, Any], s3_client: Any, hms_client: Any, trino_query: Any
 ) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from metaproxy.config import S3Config
-from metaproxy.ufs import Ufs, UfsNotFound
+from metaproxy.ufs import Ufs, UfsError, UfsNotFound
 from metaproxy.ufs.s3 import S3Ufs
 from metaproxy.ufs.webhdfs import WebHdfs
 
@@ -90,8 +90,12 @@ def test_s3_checksums_multipart_and_prefixes(stack: dict[str, Any]) -> None:
         return base64.b64encode(hashlib.sha256(b).digest()).decode()
 
     s3.put(f"s3://{bucket}/a/one", data, sha(data))
-    kept = s3.checksum(f"s3://{bucket}/a/one")  # moto keeps no checksum: '' says "none kept"
-    assert kept.length == 100 and kept.sha256_b64 in ("", sha(data))
+    kept = s3.checksum(f"s3://{bucket}/a/one")  # S3 keeps the SHA-256 a PutObject carried
+    assert kept.length == 100 and kept.sha256_b64 == sha(data)
+    # a body that is not what its SHA-256 says is refused, and nothing is stored
+    with pytest.raises(UfsError, match="BadDigest"):
+        s3.put(f"s3://{bucket}/a/damaged", data, sha(b"y" * 100))
+    assert not s3.exists(f"s3://{bucket}/a/damaged")
     part = b"p" * (5 * 1024 * 1024)
     up = s3.start_upload(f"s3://{bucket}/a/big")
     assert [u.upload_id for u in s3.uploads(f"s3://{bucket}/a")] == [up.upload_id]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from metaproxy.state import StateError, open_state, schema
-from metaproxy.state.units import MigrationStore, UnitState
+from metaproxy.state.units import FileState, MigrationStore, UnitState
 
 pytestmark = pytest.mark.unit
 
@@ -79,3 +79,18 @@ def test_unit_states_and_the_resume_state_round_trip(tmp_path: Path) -> None:
             store.set_state(u.id, UnitState.FLIPPED, source="elsewhere")
         with pytest.raises(ValueError):
             store.set_state(u.id, "no-such-state")  # type: ignore[arg-type]
+
+
+def test_a_bad_copy_is_planned_again_and_its_bytes_uncounted(tmp_path: Path) -> None:
+    with open_state(tmp_path / "state.db") as db:
+        store = MigrationStore(db)
+        u = store.upsert_unit("p", "d", "t", "", "hdfs://nn/w/t")
+        u = store.start_attempt(u.id, lambda unit, n: f"s3://b/t/a{n}", [("f0", 10, 1), ("f1", 7, 1)])
+        store.file_done(u.id, u.attempt, "f0", FileState.COPIED, "aa", 10)
+        store.file_done(u.id, u.attempt, "f1", FileState.COPIED, "bb", 7)
+        store.copy_again(u.id, u.attempt, "f0", 10, "the copy read back differs from the source")
+        store.copy_again(u.id, u.attempt, "f0", 10, "again")  # once planned, nothing more to take back
+        states = {f.rel: (f.state, f.sha256) for f in store.files(u.id, u.attempt)}
+        assert states == {"f0": (FileState.PLANNED, ""), "f1": (FileState.COPIED, "bb")}
+        assert store.unit(u.id).copied_bytes == 7
+        assert [e["kind"] for e in store.events(10)].count("copy-again") == 1
