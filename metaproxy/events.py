@@ -76,20 +76,22 @@ class Event:
         return doc if isinstance(doc, dict) else {}
 
     def locations(self) -> list[str]:
-        """The storage locations of the table and partitions the event carries (as they are
-        after the change), in the message's order, without repeats."""
+        """The storage locations the event changed (as they are after the change), in the
+        message's order, without repeats: its partitions' where it carries partitions (an
+        ``ADD_PARTITION`` or a partition's ``INSERT`` also carries the table, which did not
+        change as a whole), else its table's."""
         from hive_metastore import ttypes
 
         doc = self.body()
-        found: list[str] = []
+        found: dict[str, list[str]] = {"Table": [], "Partition": []}
         for key, cls in _OBJECT_KEYS:
             value = doc.get(key)
             for item in value if isinstance(value, list) else [value]:
                 if isinstance(item, str):
                     location = _location(item, getattr(ttypes, cls))
                     if location:
-                        found.append(location)
-        return list(dict.fromkeys(found))
+                        found[cls].append(location)
+        return list(dict.fromkeys(found["Partition"] or found["Table"]))
 
 
 #: message keys that hold a Table or Partition in Thrift's JSON encoding (newer state only)

@@ -37,6 +37,9 @@ from metaproxy.uri import scheme_of
 
 log = logging.getLogger("metaproxy.gateway")
 
+#: threads for work no reader waits on: listing re-reads and pre-fetch loads
+BACKGROUND_THREADS = 4
+
 
 class _Counted:
     """A UFS stream that adds what it reads to the gateway's bytes-per-UFS figures."""
@@ -72,10 +75,18 @@ class Gateway:
         self.ufs = UfsSet(config.hdfs, config.s3, on_call=count_ufs_call)
         #: UFS calls (stat, list, block reads) wait a round trip each across a slow link
         self.pool = ThreadPoolExecutor(max_workers=g.io_threads, thread_name_prefix="gateway-io")
+        #: listing re-reads and pre-fetch loads wait here, never ahead of a reader's blocks (a
+        #: pre-fetch load itself waits for blocks on ``pool``: sharing it could starve both)
+        self.background = ThreadPoolExecutor(max_workers=BACKGROUND_THREADS, thread_name_prefix="gateway-bg")
         #: which UFS answers (probed by the server); while one does not, cached data serves
         self.health = UfsHealth()
         self.metadata = MetadataCache(
-            self.ufs, g.stale_after_s, g.refresh_listings_for_s, self.pool, self.health, g.stale_if_error_s
+            self.ufs,
+            g.stale_after_s,
+            g.refresh_listings_for_s,
+            self.background,
+            self.health,
+            g.stale_if_error_s,
         )
         self.read_ahead = ReadAhead(g.read_ahead_blocks)
         self.db = open_state(config.state_path)
@@ -91,6 +102,7 @@ class Gateway:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False)
+        self.background.shutdown(wait=False)
         self.cache.close()
         self.db.close()
 

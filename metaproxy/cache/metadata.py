@@ -200,6 +200,7 @@ class MetadataCache:
                     uri not in self._refreshing
                     and hit is not None
                     and 0.75 <= (now - hit[0]) / self.stale_after_s < 1
+                    and self.health.down_since(uri) is None  # it would only wait for a timeout
                 ):
                     due.append(uri)
             while self._served:  # forget what has not been served for a while

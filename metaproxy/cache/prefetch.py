@@ -3,8 +3,9 @@ soon as the metastore's notification log reports them — before the first query
 
 A new partition (``ADD_PARTITION``), an insert (``INSERT``), a new table or a moved partition
 names locations; those under a mount path that a ``cacheLoad(newerThan(d)[, pinFor(d)])``
-policy covers are listed and every file modified within ``d`` is loaded, on the gateway's I/O
-pool, then pinned for the policy's ``pinFor`` if it has one. A load that fails is only logged
+policy covers are listed (through the gateway's metadata cache, so the first query's listing
+needs no round trip either) and every file modified within ``d`` is loaded, on the gateway's
+background pool, then pinned for the policy's ``pinFor`` if it has one. A load that fails is only logged
 (the first reader fetches the file as any miss).
 """
 
@@ -79,7 +80,7 @@ class Prefetcher:
             window = expr.newer_than()
             cutoff_ms = (time.time() - window) * 1000 if window is not None else 0
             loaded = 0
-            for f in self.gw.ufs.list_files(location):
+            for f in self.gw.metadata.listing(location):
                 if f.mtime_ms >= cutoff_ms:
                     self.gw.manager.load_file(f"{key}/{f.path}")
                     loaded += 1

@@ -116,7 +116,7 @@ class GatewayServer:
 
         ms, g = self.config.metastore, self.config.gateway
         log_ = EventLog(lambda: connect_first(ms.uris, g.probe_timeout_s), g.events_interval_s)
-        prefetch = Prefetcher(self.gateway, self.gateway.pool)
+        prefetch = Prefetcher(self.gateway, self.gateway.background)
         log_.subscribe(EventRefresher(self.gateway.metadata.forget_under, on_event=prefetch.on_event))
         return log_
 

@@ -137,3 +137,37 @@ def test_request_tags_come_from_the_idl() -> None:
     assert request_tags("get_all_databases", body(T.get_all_databases_args())) == {("", "")}
     names = T.get_table_objects_by_name_args(dbname="s", tbl_names=["a", "b"])
     assert request_tags("get_table_objects_by_name", body(names)) == {("s", "a"), ("s", "b")}
+
+
+def _json(obj: Any) -> str:
+    from thrift.protocol import TJSONProtocol
+    from thrift.transport import TTransport
+
+    buf = TTransport.TMemoryBuffer()
+    obj.write(TJSONProtocol.TJSONProtocol(buf))
+    return buf.getvalue().decode("utf-8")
+
+
+def _message(table: str, partitions: list[str]) -> str:
+    import json
+
+    doc: dict[str, Any] = {
+        "tableObjJson": _json(tt.Table(tableName="t", sd=tt.StorageDescriptor(location=table)))
+    }
+    if partitions:
+        doc["partitionListJson"] = [
+            _json(tt.Partition(values=[p.rsplit("=", 1)[1]], sd=tt.StorageDescriptor(location=p)))
+            for p in partitions
+        ]
+    return json.dumps(doc)
+
+
+def test_an_event_names_its_partitions_not_their_whole_table() -> None:
+    table = "hdfs://nn:8020/warehouse/t"
+    parts = [f"{table}/d=1", f"{table}/d=2", f"{table}/d=1"]
+    added = Event(1, 0, "ADD_PARTITION", "db", "t", _message(table, parts))
+    # the table did not change as a whole: its other partitions' listings stay
+    assert added.locations() == [f"{table}/d=1", f"{table}/d=2"]
+    altered = Event(2, 0, "ALTER_TABLE", "db", "t", _message(table, []))
+    assert altered.locations() == [table]
+    assert Event(3, 0, "INSERT", "db", "t", "not json").locations() == []
