@@ -37,7 +37,8 @@ The running stack is described in ``endpoints.json`` in the stack directory:
 Trino has three Hive catalogs: ``direct`` (the HMS itself, reading HDFS itself — the baseline),
 ``onprem`` (through the proxy's ``cloud`` listener) and ``passthrough`` (through its
 ``passthrough`` listener); with the WAN link also ``direct_cache`` (``direct`` plus Trino's
-file-system cache).
+file-system cache) and ``direct_cache_ttl`` (that plus Trino's metastore and listing caches,
+each trusted for 60 s: the fastest Trino can be made, stale for up to its TTL).
 
 With the WAN link (``metaproxy stack up --wan``), HDFS and the HMS are the on-prem side: the
 cloud side (Trino, the proxy, the gateway) reaches them only through the relays of

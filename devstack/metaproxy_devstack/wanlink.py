@@ -11,6 +11,10 @@ and everything the cloud side sends or receives through the relays is
   handshake (SYN, SYN-ACK) costs before a client can send — so an engine that opens a new
   metastore connection per call pays for it, as it would across a real link.
 
+A link can also be taken down (``PUT /link {"down": true}``): nothing moves either way until it
+is up again — connections stay open and bytes wait, as across a link that silently drops
+everything (the hardest outage for a client: no error, only silence).
+
 :func:`measure` checks a link before a benchmark trusts it: the round trip of small messages
 and the throughput of a bulk transfer, through the relay, against an echo/sink server.
 
@@ -61,11 +65,26 @@ class Link:
     down: Direction = field(init=False)  # on-prem → cloud
     #: new connections made through the link (each charged a round trip for its handshake)
     handshakes: int = 0
+    #: set while the link carries bytes; cleared while it is down
+    carrying: asyncio.Event = field(init=False)
 
     def __post_init__(self) -> None:
         rate = self.mbit * 1e6 / 8
         self.up = Direction(self.rtt_s / 2, rate)
         self.down = Direction(self.rtt_s / 2, rate)
+        self.carrying = asyncio.Event()
+        self.carrying.set()
+
+    @property
+    def is_down(self) -> bool:
+        return not self.carrying.is_set()
+
+    def set_down(self, down: bool) -> None:
+        """Take the link down or bring it back (call on the link's event-loop thread)."""
+        if down:
+            self.carrying.clear()
+        else:
+            self.carrying.set()
 
     def set(self, rtt_s: float, mbit: float) -> None:
         """New settings for both directions (call on the link's event-loop thread)."""
@@ -114,16 +133,19 @@ class Relay:
             await asyncio.sleep(self.link.rtt_s)
         with contextlib.suppress(asyncio.CancelledError):  # cancelled: the link is closing
             await asyncio.gather(
-                _pump(creader, swriter, self.link.up),
-                _pump(sreader, cwriter, self.link.down),
+                _pump(creader, swriter, self.link.up, self.link.carrying),
+                _pump(sreader, cwriter, self.link.down, self.link.carrying),
                 return_exceptions=True,
             )
         for w in (cwriter, swriter):
             w.close()
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, d: Direction) -> None:
-    """Carry one direction: each chunk is delivered when the link's schedule says it arrives."""
+async def _pump(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, d: Direction, carrying: asyncio.Event
+) -> None:
+    """Carry one direction: each chunk is delivered when the link's schedule says it arrives,
+    and not while the link is down."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
@@ -138,6 +160,7 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, d: D
             wait = at - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
+            await carrying.wait()
             writer.write(data)
             await writer.drain()
 
@@ -308,7 +331,8 @@ def serve(
     the first relay's listen host, for :func:`measure`), and an HTTP control port.
 
     ``GET /link`` tells the settings, the relays and the bytes moved each way; ``PUT /link``
-    with ``{"rtt_ms": .., "mbit": ..}`` changes the settings (``mbit`` 0: no bandwidth limit).
+    with ``{"rtt_ms": .., "mbit": .., "down": ..}`` changes the settings (``mbit`` 0: no
+    bandwidth limit; ``down`` true: nothing moves until it is false again).
     """
     import json
     import signal
@@ -326,6 +350,7 @@ def serve(
             "up_bytes": link.up.moved,
             "down_bytes": link.down.moved,
             "handshakes": link.handshakes,
+            "down": link.is_down,
             "relays": [f"{h}:{p}" for h, p in listened],
             "echo": f"{echo[0]}:{echo[1]}",
         }
@@ -353,10 +378,14 @@ def serve(
                 )
                 if rtt_ms < 0 or mbit < 0:
                     raise ValueError("rtt_ms and mbit must not be negative")
+                down = body.get("down", link.is_down)
+                if not isinstance(down, bool):
+                    raise ValueError("down must be true or false")
             except (ValueError, TypeError, AttributeError) as e:
                 self._answer(400, {"error": f"bad link settings: {e}"})
                 return
             runner.loop.call_soon_threadsafe(link.set, rtt_ms / 1000, mbit)
+            runner.loop.call_soon_threadsafe(link.set_down, down)
             time.sleep(0.05)
             self._answer(200, state())
 

@@ -150,6 +150,14 @@ def test_a_served_link_is_controlled_and_measured_through_its_echo_relay() -> No
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(bad, timeout=5)
         assert e.value.code == 400
+        down = urllib.request.Request(url, data=b'{"down": true}', method="PUT")
+        assert json.load(urllib.request.urlopen(down, timeout=5))["down"] is True
+        up = urllib.request.Request(url, data=b'{"down": false}', method="PUT")
+        assert json.load(urllib.request.urlopen(up, timeout=5))["down"] is False
+        not_bool = urllib.request.Request(url, data=b'{"down": "yes"}', method="PUT")
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(not_bool, timeout=5)
+        assert e.value.code == 400
     finally:
         proc.terminate()
         proc.wait(10)
@@ -178,6 +186,30 @@ def test_a_new_connection_pays_a_round_trip_for_its_handshake() -> None:
         # floors only: a busy machine can add time, never take it away
         assert first >= 2 * rtt and second >= rtt
         assert runner.link.handshakes == 1
+    finally:
+        runner.close()
+        srv.close()
+
+
+def test_a_link_taken_down_carries_nothing_until_it_is_up_again() -> None:
+    """Down, the link keeps its connections and holds every byte (silence, not an error); up
+    again, what waited arrives intact."""
+    srv, port = _echo_sink_server()
+    runner = LinkRunner(Link(rtt_s=0.002, mbit=0))
+    try:
+        host, rport = runner.add(("127.0.0.1", 0), ("127.0.0.1", port))
+        with socket.create_connection((host, rport), timeout=10) as c:
+            c.sendall(b"P" * 32)
+            assert _recv_exact(c, 32) == b"P" * 32
+            runner.loop.call_soon_threadsafe(runner.link.set_down, True)
+            c.sendall(b"P" + b"x" * 31)
+            c.settimeout(0.5)
+            with pytest.raises(socket.timeout):
+                c.recv(32)
+            assert runner.link.is_down
+            runner.loop.call_soon_threadsafe(runner.link.set_down, False)
+            c.settimeout(10)
+            assert _recv_exact(c, 32) == b"P" + b"x" * 31
     finally:
         runner.close()
         srv.close()

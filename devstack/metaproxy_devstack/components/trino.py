@@ -83,8 +83,13 @@ def _write_server_config(st: StackLayout, etc: Path) -> None:
     (etc / "log.properties").write_text("io.trino=INFO\n")
 
 
+#: how long the ``direct_cache_ttl`` peer trusts what it cached of the metastore and listings
+DIRECT_CACHE_TTL = "60s"
+
+
 def _write_direct_catalogs(st: StackLayout, etc: Path) -> None:
-    """``direct`` (the HMS and HDFS themselves); with the WAN link also ``direct_cache``."""
+    """``direct`` (the HMS and HDFS themselves); with the WAN link also ``direct_cache`` (Trino's
+    file-system cache) and ``direct_cache_ttl`` (that, plus its metastore and listing caches)."""
     hms = f"thrift://{st.onprem_host}:{st.port('hms')}"
     (etc / "catalog" / "direct.properties").write_text(trino_catalog(hms, st))
     if st.wan is None:
@@ -102,6 +107,17 @@ def _write_direct_catalogs(st: StackLayout, etc: Path) -> None:
         "fs.cache.max-sizes": "16GB",
     }
     (etc / "catalog" / "direct_cache.properties").write_text(trino_catalog(hms, st, cache))
+    # and as fast as Trino can be made across the link: its metastore cache and its listing
+    # cache on top, each fresh for a TTL (a change on-prem is seen up to a TTL late)
+    ttl = {
+        **cache,
+        "hive.metastore-cache-ttl": DIRECT_CACHE_TTL,
+        "hive.metastore-stats-cache-ttl": DIRECT_CACHE_TTL,
+        "hive.metastore-refresh-interval": "30s",
+        "hive.file-status-cache-tables": "*",
+        "hive.file-status-cache-expire-time": DIRECT_CACHE_TTL,
+    }
+    (etc / "catalog" / "direct_cache_ttl.properties").write_text(trino_catalog(hms, st, ttl))
 
 
 def _write_metaproxy_catalogs(st: StackLayout, etc: Path) -> None:
