@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from metaproxy.wire.binary import I32, STOP, STRING, STRUCT, Malformed, Walker
+from metaproxy.wire.binary import I32, STOP, STRING, STRUCT, Incomplete, Malformed, walk_value
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
@@ -38,7 +38,6 @@ class Field:
 
 def split(buf: bytes | bytearray | memoryview, start: int, limit: int) -> tuple[dict[int, Field], int]:
     """The top-level fields of the struct at ``buf[start:]`` by id, and where the struct ends."""
-    walker = Walker(buf, limit)
     out: dict[int, Field] = {}
     pos = start
     while True:
@@ -50,7 +49,10 @@ def split(buf: bytes | bytearray | memoryview, start: int, limit: int) -> tuple[
         if pos + 3 > len(buf):
             raise Malformed("a field header is cut short")
         (fid,) = _I16.unpack_from(buf, pos + 1)
-        end = walker.skip(pos + 3, ttype, 1)
+        try:  # the walker skips the value (in C where it is built: a Table is many fields)
+            end, _ = walk_value(buf, pos + 3, ttype, None, limit)
+        except Incomplete:
+            raise Malformed(f"field {fid} is cut short") from None
         out[fid] = Field(fid, ttype, bytes(buf[pos + 3 : end]))
         pos = end
 
