@@ -22,6 +22,6 @@ TRANSLATED = Counter(
 POOL_IDLE = Gauge("metaproxy_proxy_upstream_pool_idle", "Open upstream connections waiting in the pool")
 POOL_EVENTS = Counter(
     "metaproxy_proxy_upstream_pool",
-    "Upstream connections opened, reused, checked, expired, evicted and calls retried on a new one",
+    "Upstream connections opened, reused, checked, expired, evicted; calls retried on a new one, calls ended (aborted) when the HMS stopped answering",
     ["event"],
 )

@@ -12,7 +12,9 @@ locks keeps its connection to itself for its whole session (``sticky``) and it i
 pooled, afterwards.
 
 A connection idle longer than ``pool_check_after`` is checked with a cheap call before reuse;
-one idle longer than ``pool_idle_timeout`` is closed.
+one idle longer than ``pool_idle_timeout`` is closed. When the HMS is found not answering, the
+calls still waiting on it are ended at once (:meth:`UpstreamPool.abort_stalled`): each is then
+answered from the metadata cache or with a clear error, not after ``call_timeout``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import logging
 import re
 import threading
 import time
+import weakref
 from collections import deque
 
 from metaproxy.config import MetastoreConfig
@@ -49,6 +52,28 @@ class UpstreamPool:
         #: state → idle connections, most recently used last
         self._idle: dict[State, deque[Upstream]] = {}
         self._count = 0
+        #: connections handed out and not given back (their calls may be waiting on the HMS)
+        self._out: weakref.WeakSet[Upstream] = weakref.WeakSet()
+
+    def abort_stalled(self, stalled_for_s: float) -> int:
+        """End every call that has heard nothing from the HMS for ``stalled_for_s``; how many."""
+        now = time.monotonic()
+        with self._lock:
+            out = list(self._out)
+        aborted = 0
+        for up in out:
+            since = up.waiting_since
+            if since is not None and now - since >= stalled_for_s and up.abort():
+                aborted += 1
+        if aborted:
+            POOL_EVENTS.labels("aborted").inc(aborted)
+            log.warning("ended %d call(s) waiting on a metastore that does not answer", aborted)
+        return aborted
+
+    def _lend(self, up: Upstream) -> Upstream:
+        with self._lock:
+            self._out.add(up)
+        return up
 
     def _new(self) -> Upstream:
         return Upstream(self.ms.uris, self.ms.connect_timeout_s, self.ms.call_timeout_s)
@@ -76,8 +101,8 @@ class UpstreamPool:
                 continue
             POOL_EVENTS.labels("reused").inc()
             up.reused = True
-            return up
-        up = self._new()
+            return self._lend(up)
+        up = self._lend(self._new())
         up.connect()
         POOL_EVENTS.labels("opened").inc()
         for call in state:
@@ -99,6 +124,8 @@ class UpstreamPool:
 
     def release(self, up: Upstream, reusable: bool = True) -> None:
         """Give a connection back: kept for the next client if it is healthy, else closed."""
+        with self._lock:
+            self._out.discard(up)
         if not reusable or up.sock is None or self.ms.pool_size == 0:
             up.reset()
             return

@@ -280,7 +280,14 @@ class Session:
                 self._give_back(ok=False)
                 # a pooled connection that the HMS closed meanwhile: a read goes again on a new
                 # one (a write may have been done: it is not repeated)
-                if retry or not up.reused or isinstance(e, UpstreamBroken) or self.txn or _writes(h.name):
+                if (
+                    retry
+                    or not up.reused
+                    or isinstance(e, UpstreamBroken)
+                    or self.txn
+                    or _writes(h.name)
+                    or self.state.health.down_since is not None  # not closed: not answering
+                ):
                     raise
                 POOL_EVENTS.labels("retried").inc()
                 if capture is not None:

@@ -55,6 +55,9 @@ class ProxyState:
             px.metadata_cache_bytes, px.metadata_stale_after_s, px.stale_if_error_s
         )
         self.health = UpstreamHealth()
+        # calls that were already waiting when the HMS stopped answering are not left to wait
+        # for call_timeout: they have heard nothing for as long as the watch's look that failed
+        self.health.on_failure.append(lambda: self.pool.abort_stalled(px.probe_timeout_s))
         self.refresh()
 
     def _state(self) -> StateDB:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from collections.abc import Callable
 
 from metaproxy.hms import parse_thrift_uri
@@ -105,6 +106,18 @@ class Upstream:
         #: when it was last given back to the pool (monotonic), and whether it came from there
         self.last_used = 0.0
         self.reused = False
+        #: while a call waits for the HMS: when it last heard from it (monotonic), else None
+        self.waiting_since: float | None = None
+
+    def abort(self) -> bool:
+        """End the call waiting on this connection (from another thread): its read fails at
+        once, as if the HMS had closed the connection. False if no call was waiting."""
+        sock = self.sock
+        if sock is None or self.waiting_since is None:
+            return False
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        return True
 
     def connect(self) -> socket.socket:
         if self.sock is not None:
@@ -174,11 +187,13 @@ class Upstream:
         sent = 0
         next_span = 0
         try:
+            self.waiting_since = time.monotonic()
             sock.sendall(request)
             while True:
                 chunk = sock.recv(RECV_SIZE)
                 if not chunk:
                     raise ConnectionClosed
+                self.waiting_since = time.monotonic()
                 buf += chunk
                 if len(buf) > limit:
                     raise Malformed(f"reply larger than the {limit}-byte limit")
@@ -215,6 +230,8 @@ class Upstream:
             if sent:
                 raise UpstreamBroken(f"upstream {uri} failed in the middle of a reply: {e}") from e
             raise UpstreamUnavailable(f"upstream {uri} failed during the call: {e}") from e
+        finally:
+            self.waiting_since = None
 
     def call(
         self,
@@ -227,6 +244,7 @@ class Upstream:
         sock = self.connect()
         self.buf.clear()
         try:
+            self.waiting_since = time.monotonic()
             sock.sendall(request)
             if oneway:
                 return Scanned(binary.MessageHeader("", ONEWAY, 0, 0, True), 0, []), self.buf
@@ -235,6 +253,8 @@ class Upstream:
         except (OSError, ConnectionClosed, Malformed) as e:
             uri = self._failed()
             raise UpstreamUnavailable(f"upstream {uri} failed during the call: {e}") from e
+        finally:
+            self.waiting_since = None
 
     def server_version(self, limit: int) -> str:
         """What the upstream says its version is (``getVersion``), '' if it cannot say."""

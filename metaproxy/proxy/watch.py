@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Gauge
@@ -40,6 +41,8 @@ class UpstreamHealth:
         self._down_since: float | None = None  # monotonic
         self._down_wall = 0.0
         self.reason = ""
+        #: called (outside the lock) each time the HMS is found not answering
+        self.on_failure: list[Callable[[], object]] = []
 
     @property
     def down_since(self) -> float | None:
@@ -53,6 +56,11 @@ class UpstreamHealth:
                 log.warning("the metastore is not answering: %s", reason)
                 UPSTREAM_DOWN_SINCE.set(self._down_wall)
             self.reason = reason
+        for hook in self.on_failure:
+            try:
+                hook()
+            except Exception as e:
+                log.warning("after the metastore failed to answer: %s", e)
 
     def ok(self) -> None:
         with self._lock:

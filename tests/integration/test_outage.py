@@ -113,6 +113,39 @@ def test_the_proxy_serves_what_it_holds_while_the_metastore_is_frozen(
         p.stop()
 
 
+def test_a_call_waiting_when_the_metastore_freezes_fails_when_the_freeze_is_seen(
+    stack: dict[str, Any], tpcds: Any, tmp_path: Any
+) -> None:
+    """A call already sent upstream when the HMS stops answering is not left to wait for
+    ``call_timeout`` (10 minutes here, far beyond the client's own 30 s): once the proxy's watch
+    finds the HMS not answering, the call is ended and the client told why."""
+    cfg = parse_config(
+        {
+            "metastore": {"uris": [stack["hms"]], "call_timeout": "10m"},
+            "state": {"path": f"{tmp_path}/state.db"},
+            "proxy": {
+                "events_interval": "200ms",
+                "probe_timeout": "500ms",
+                "listener": [{"port": 0, "profile": "cloud"}],
+            },
+            "mount": [{"path": "/tpcds", "ufs": f"{stack['hdfs']}/warehouse/tpcds"}],
+        },
+        "test.toml",
+    )
+    p = MetastoreProxy(cfg)
+    p.start()
+    try:
+        with connect(uri(p, "cloud"), timeout_s=30) as c:
+            c.get_all_databases()  # the connection is open and pooled
+            with frozen(stack, "hms"):
+                with pytest.raises(tt.MetaException, match="not answering|failed during the call"):
+                    c.get_table_req(tt.GetTableRequest(dbName="tpcds", tblName="date_dim"))
+                assert REGISTRY.get_sample_value("metaproxy_proxy_upstream_pool_total", {"event": "aborted"})
+        wait_for(lambda: p.health()["ok"], "the proxy to see the metastore again")
+    finally:
+        p.stop()
+
+
 def report(p: MetastoreProxy, tmp_path: Any) -> tuple[str, dict[str, Any]]:
     """``metaproxy report`` (text and --json) with the proxy's admin endpoint and a gateway's."""
     from click.testing import CliRunner

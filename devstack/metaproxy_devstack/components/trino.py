@@ -111,6 +111,7 @@ def _write_direct_catalogs(st: StackLayout, etc: Path) -> None:
     # cache on top, each fresh for a TTL (a change on-prem is seen up to a TTL late)
     ttl = {
         **cache,
+        "fs.cache.directories": str(st.data / "trino-fs-cache-ttl"),  # cold on its own first run
         "hive.metastore-cache-ttl": DIRECT_CACHE_TTL,
         "hive.metastore-stats-cache-ttl": DIRECT_CACHE_TTL,
         "hive.metastore-refresh-interval": "30s",
@@ -118,6 +119,12 @@ def _write_direct_catalogs(st: StackLayout, etc: Path) -> None:
         "hive.file-status-cache-expire-time": DIRECT_CACHE_TTL,
     }
     (etc / "catalog" / "direct_cache_ttl.properties").write_text(trino_catalog(hms, st, ttl))
+
+
+#: a catalog whose metastore is metaproxy: the proxy retries and fails over to the HMS itself and
+#: answers at once when it cannot (from its cache, or with the reason), so Trino's own retries
+#: (30 s by default) would only hold back a clear error
+THROUGH_METAPROXY = {"hive.metastore.thrift.client.max-retry-time": "2s"}
 
 
 def _write_metaproxy_catalogs(st: StackLayout, etc: Path) -> None:
@@ -137,11 +144,15 @@ def _write_metaproxy_catalogs(st: StackLayout, etc: Path) -> None:
         trino_catalog(
             f"thrift://{HOST}:{st.port('proxy')}",
             st,
-            {"s3.security-mapping.enabled": "true", "s3.security-mapping.config-file": str(mapping)},
+            {
+                **THROUGH_METAPROXY,
+                "s3.security-mapping.enabled": "true",
+                "s3.security-mapping.config-file": str(mapping),
+            },
         )
     )
     (etc / "catalog" / "passthrough.properties").write_text(
-        trino_catalog(f"thrift://{HOST}:{st.port('proxy_passthrough')}", st)
+        trino_catalog(f"thrift://{HOST}:{st.port('proxy_passthrough')}", st, THROUGH_METAPROXY)
     )
 
 
