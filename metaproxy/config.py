@@ -237,7 +237,7 @@ class ProxyConfig:
     audit_log: str = _key("audit_log", "path", "")
     #: how often the metastore's notification log is read (keeps the metadata cache fresh and
     #: watches the HMS); 0: not followed (the HMS is still probed this often)
-    events_interval_s: float = _key("events_interval", "duration", 1.0)
+    events_interval_s: float = _key("events_interval", "duration", 0.5)
     #: how long one look at the HMS may wait before it counts as not answering
     probe_timeout_s: float = _key("probe_timeout", "duration", 3.0)
     #: answers of read-only calls kept, per listener; 0: none
@@ -343,7 +343,7 @@ class GatewayConfig:
     probe_timeout_s: float = _key("probe_timeout", "duration", 3.0)
     #: how often the metastore's notification log is read, so an on-prem change reaches the
     #: listings it touches at once; 0: not followed (listings age out after stale_after)
-    events_interval_s: float = _key("events_interval", "duration", 1.0)
+    events_interval_s: float = _key("events_interval", "duration", 0.5)
 
 
 def _schemes(_: object, mount: Mapping[str, Any]) -> tuple[str, ...]:

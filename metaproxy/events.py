@@ -93,6 +93,21 @@ class Event:
                         found[cls].append(location)
         return list(dict.fromkeys(found["Partition"] or found["Table"]))
 
+    def tables_after(self) -> list[tuple[str, str]]:
+        """``(database, table)`` of the tables the event carries as they are after it (a
+        rename's new name among them), lowercased; none if the message does not say."""
+        from hive_metastore import ttypes
+
+        doc = self.body()
+        found = []
+        for key in ("tableObjJson", "tableObjAfterJson"):
+            value = doc.get(key)
+            if isinstance(value, str):
+                t = _decode(value, ttypes.Table)
+                if t is not None and t.dbName and t.tableName:
+                    found.append((str(t.dbName).lower(), str(t.tableName).lower()))
+        return list(dict.fromkeys(found))
+
 
 #: message keys that hold a Table or Partition in Thrift's JSON encoding (newer state only)
 _OBJECT_KEYS = (
@@ -104,8 +119,8 @@ _OBJECT_KEYS = (
 )
 
 
-def _location(thrift_json: str, cls: type) -> str:
-    """``sd.location`` of an object written with Thrift's JSON protocol ('' if it has none)."""
+def _decode(thrift_json: str, cls: type) -> Any:
+    """An object written with Thrift's JSON protocol, None if it cannot be read."""
     from thrift.protocol import TJSONProtocol
     from thrift.transport import TTransport
 
@@ -113,8 +128,13 @@ def _location(thrift_json: str, cls: type) -> str:
     try:
         obj.read(TJSONProtocol.TJSONProtocol(TTransport.TMemoryBuffer(thrift_json.encode("utf-8"))))
     except Exception:
-        return ""
-    sd = getattr(obj, "sd", None)
+        return None
+    return obj
+
+
+def _location(thrift_json: str, cls: type) -> str:
+    """``sd.location`` of an object written with Thrift's JSON protocol ('' if it has none)."""
+    sd = getattr(_decode(thrift_json, cls), "sd", None)
     return str(sd.location) if sd is not None and sd.location else ""
 
 

@@ -230,10 +230,14 @@ class MetadataCache:
             if e.type.endswith("_DATABASE") or not e.table:
                 self.invalidate(e.db)
                 self.invalidate("")  # the list of databases
-            elif e.type in ("CREATE_TABLE", "DROP_TABLE", "ALTER_TABLE"):
-                self.invalidate(e.db)  # lists of tables too; a rename moves names
             else:
+                # the table, and what names only its database (lists of tables among them);
+                # a rename also frees the new name, maybe in another database
                 self.invalidate(e.db, e.table)
+                if e.type == "ALTER_TABLE":
+                    for db, table in e.tables_after():
+                        if (db, table) != (e.db.lower(), e.table.lower()):
+                            self.invalidate(db, table)
 
     def lost(self) -> None:
         self.flush("events_lost")

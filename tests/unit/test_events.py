@@ -3,6 +3,7 @@ apart from a metastore that keeps no log; and the proxy's cache drops what event
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -108,6 +109,16 @@ def test_events_drop_the_cached_answers_they_touch() -> None:
     assert cache.get(keys["u"]) is not None and cache.get(keys["dbs"]) is not None
     cache.events([Event(2, 0, "CREATE_DATABASE", "other", "", "{}")])
     assert cache.get(keys["dbs"]) is None and cache.get(keys["u"]) is not None
+    # a new or changed table is not a change of every other table of its database
+    cache.put(keys["t"], b"t", frozenset({("db", "t")}))
+    cache.put(keys["tables"], b"list", frozenset({("db", "")}))
+    cache.events([Event(3, 0, "CREATE_TABLE", "db", "new", "{}")])
+    assert cache.get(keys["tables"]) is None
+    assert cache.get(keys["t"]) is not None and cache.get(keys["u"]) is not None
+    # a rename frees its new name too
+    renamed = _json(tt.Table(dbName="db", tableName="u", sd=tt.StorageDescriptor(location="hdfs://nn/u")))
+    cache.events([Event(4, 0, "ALTER_TABLE", "db", "old", json.dumps({"tableObjAfterJson": renamed}))])
+    assert cache.get(keys["u"]) is None and cache.get(keys["t"]) is not None
     cache.lost()
     assert cache.get(keys["u"]) is None and cache.stats()["entries"] == 0
 
@@ -149,8 +160,6 @@ def _json(obj: Any) -> str:
 
 
 def _message(table: str, partitions: list[str]) -> str:
-    import json
-
     doc: dict[str, Any] = {
         "tableObjJson": _json(tt.Table(tableName="t", sd=tt.StorageDescriptor(location=table)))
     }
