@@ -40,6 +40,9 @@ STALE_AGE = Gauge(
     "Age of the last answer served from the cache while the HMS did not answer",
 )
 
+#: invalidated tags remembered for answers still in flight (past this, none of those is kept)
+MAX_TOUCHED = 1024
+
 #: read-only calls whose answers may be kept; everything else always goes upstream
 _CACHEABLE = re.compile(
     r"^get_(all_databases|databases|database|database_req|all_tables|tables|tables_by_type|table_meta"
@@ -129,6 +132,11 @@ class MetadataCache:
         self._by_tag: dict[Tag, set[Key]] = {}
         self._by_db: dict[str, set[Key]] = {}
         self._bytes = 0
+        #: invalidations so far; and at which count each tag (and the whole cache) was last
+        #: invalidated: an answer fetched before an invalidation that touches it is not kept
+        self._generation = 0
+        self._touched: dict[Tag, int] = {}
+        self._flushed = 0
         #: whether the notification log vouches for the entries (set by its follower)
         self.fresh_by_events = False
         #: answers served stale (the HMS not answering), and how old the last one was
@@ -164,10 +172,20 @@ class MetadataCache:
             LOOKUPS.labels("stale").inc()
         return e
 
-    def put(self, key: Key, body: bytes, tags: frozenset[Tag]) -> None:
-        if self.capacity <= 0 or len(body) > self.capacity // 4:
-            return
+    def generation(self) -> int:
+        """Taken before a call goes upstream, and given to :meth:`put` with its answer."""
         with self._lock:
+            return self._generation
+
+    def put(self, key: Key, body: bytes, tags: frozenset[Tag], since: int | None = None) -> bool:
+        """Keep an answer, unless something it depends on was invalidated after ``since`` (the
+        :meth:`generation` taken before it was asked: the answer may predate the change)."""
+        if self.capacity <= 0 or len(body) > self.capacity // 4:
+            return False
+        with self._lock:
+            if since is not None and self._outdated(tags, since):
+                INVALIDATED.labels("raced").inc()
+                return False
             self._drop(key)
             self._entries[key] = Entry(body, tags, time.monotonic())
             self._bytes += len(body)
@@ -177,6 +195,27 @@ class MetadataCache:
             while self._bytes > self.capacity and self._entries:
                 self._drop(next(iter(self._entries)))
             self._gauges()
+        return True
+
+    def _outdated(self, tags: frozenset[Tag], since: int) -> bool:
+        """Whether an invalidation after ``since`` would have dropped an answer with ``tags``
+        (the same rules as :meth:`invalidate`; caller holds the lock)."""
+        if self._generation == since:
+            return False
+        if self._flushed > since:
+            return True
+        for (db, table), at in self._touched.items():
+            if at <= since:
+                continue
+            if not db:
+                hit = ("", "") in tags
+            elif not table:
+                hit = ("", "") in tags or any(t[0] == db for t in tags)
+            else:
+                hit = (db, table) in tags or (db, "") in tags
+            if hit:
+                return True
+        return False
 
     def _drop(self, key: Key) -> None:
         """Forget one entry (caller holds the lock)."""
@@ -199,6 +238,11 @@ class MetadataCache:
         database, on the list of databases); returns how many answers."""
         db, table = db.lower(), table.lower()
         with self._lock:
+            self._generation += 1
+            self._touched[(db, table)] = self._generation
+            if len(self._touched) > MAX_TOUCHED:  # forget them: answers in flight are not kept
+                self._touched.clear()
+                self._flushed = self._generation
             if not db:
                 doomed = set(self._by_tag.get(("", ""), ()))
             elif not table:
@@ -214,6 +258,9 @@ class MetadataCache:
 
     def flush(self, cause: str = "flush") -> None:
         with self._lock:
+            self._generation += 1
+            self._flushed = self._generation
+            self._touched.clear()
             n = len(self._entries)
             self._entries.clear()
             self._by_tag.clear()

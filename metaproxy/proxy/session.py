@@ -218,6 +218,7 @@ class Session:
                 "only answers cached before the outage are served"
             )
         capture: list[bytes] | None = [] if key is not None or h.name == "lock" else None
+        since = cache.generation()
         try:
             self._call_upstream(h, request, outbound, call, capture)
         except UpstreamUnavailable as e:
@@ -233,7 +234,7 @@ class Session:
         if key is not None and capture and call.outcome == "ok":
             message = b"".join(capture)
             header = binary.parse_header(message)
-            cache.put(key, message[header.body_start :], request_tags(h.name, key[2]))
+            cache.put(key, message[header.body_start :], request_tags(h.name, key[2]), since)
         elif _writes(h.name):  # a write through the proxy: what it may have touched goes at once
             tags = request_tags(h.name, bytes(request[h.body_start :]))
             if ("", "") in tags:

@@ -123,6 +123,34 @@ def test_events_drop_the_cached_answers_they_touch() -> None:
     assert cache.get(keys["u"]) is None and cache.stats()["entries"] == 0
 
 
+def test_an_answer_asked_before_an_event_that_touches_it_is_not_kept() -> None:
+    """A call in flight while the notification log drops its table may carry the old answer:
+    storing it would serve the old answer until the next event on that table."""
+    cache = MetadataCache(1 << 20, stale_after_s=0, stale_if_error_s=60)
+    cache.fresh_by_events = True
+    key = ("cloud", "get_table_req", b"t", ())
+    since = cache.generation()
+    cache.events([Event(1, 0, "ALTER_TABLE", "db", "t", "{}")])
+    assert not cache.put(key, b"old", frozenset({("db", "t")}), since)
+    assert cache.get(key) is None
+    # an event on another table, or one before the call was asked, does not stop it
+    since = cache.generation()
+    cache.events([Event(2, 0, "ADD_PARTITION", "db", "u", "{}")])
+    assert cache.put(key, b"new", frozenset({("db", "t")}), since)
+    assert cache.get(key) is not None
+    # a list of the database's tables depends on every table in it; a whole database's change
+    # touches every table; a flush touches everything
+    since = cache.generation()
+    cache.events([Event(3, 0, "ADD_PARTITION", "db", "u", "{}")])
+    assert not cache.put(("cloud", "get_all_tables", b"db", ()), b"l", frozenset({("db", "")}), since)
+    since = cache.generation()
+    cache.events([Event(4, 0, "ALTER_DATABASE", "db", "", "{}")])
+    assert not cache.put(key, b"new", frozenset({("db", "t")}), since)
+    since = cache.generation()
+    cache.lost()
+    assert not cache.put(key, b"new", frozenset({("other", "t")}), since)
+
+
 def test_without_the_log_answers_serve_only_within_the_bound() -> None:
     cache = MetadataCache(1 << 20, stale_after_s=0, stale_if_error_s=60)
     key = ("cloud", "get_table_req", b"x", ())
