@@ -23,6 +23,10 @@ from metaproxy.rewrite import Rewriter
 from metaproxy.state import StateDB, open_state
 from metaproxy.state.units import load_flips
 
+#: once the HMS is found not answering, a call that has heard nothing from it for this long is
+#: ended (at most ``probe_timeout``)
+STALLED_S = 1.0
+
 log = logging.getLogger("metaproxy.proxy")
 
 
@@ -56,8 +60,10 @@ class ProxyState:
         )
         self.health = UpstreamHealth()
         # calls that were already waiting when the HMS stopped answering are not left to wait
-        # for call_timeout: they have heard nothing for as long as the watch's look that failed
-        self.health.on_failure.append(lambda: self.pool.abort_stalled(px.probe_timeout_s))
+        # for call_timeout: every call that has heard nothing for a moment is ended once the
+        # watch's look failed (one still receiving shows the HMS answers it, and goes on)
+        stalled_s = min(px.probe_timeout_s, STALLED_S)
+        self.health.on_failure.append(lambda: self.pool.abort_stalled(stalled_s))
         self.refresh()
 
     def _state(self) -> StateDB:

@@ -108,6 +108,8 @@ class Upstream:
         self.reused = False
         #: while a call waits for the HMS: when it last heard from it (monotonic), else None
         self.waiting_since: float | None = None
+        #: set by :meth:`abort`: how long the ended call had heard nothing
+        self.aborted: float | None = None
 
     def abort(self) -> bool:
         """End the call waiting on this connection (from another thread): its read fails at
@@ -115,6 +117,7 @@ class Upstream:
         sock = self.sock
         if sock is None or self.waiting_since is None:
             return False
+        self.aborted = time.monotonic() - self.waiting_since
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
         return True
@@ -144,8 +147,16 @@ class Upstream:
             with contextlib.suppress(OSError):
                 self.sock.close()
         self.sock, self.uri = None, None
+        self.aborted = None
         self.state = ()
         self.buf.clear()
+
+    def _why(self, e: BaseException) -> str:
+        """What ended a call, in words (an ended call says so, not a bare closed connection)."""
+        aborted, self.aborted = self.aborted, None
+        if aborted is not None:
+            return f"the metastore stopped answering (nothing heard for {aborted:.1f}s); the call was ended"
+        return str(e) or type(e).__name__
 
     def _failed(self) -> str | None:
         """The connection failed: say so in the metrics and close it; returns its URI."""
@@ -226,10 +237,11 @@ class Upstream:
             self.reset()
             raise
         except (OSError, ConnectionClosed, Malformed) as e:
+            why = self._why(e)
             uri = self._failed()
             if sent:
-                raise UpstreamBroken(f"upstream {uri} failed in the middle of a reply: {e}") from e
-            raise UpstreamUnavailable(f"upstream {uri} failed during the call: {e}") from e
+                raise UpstreamBroken(f"upstream {uri} failed in the middle of a reply: {why}") from e
+            raise UpstreamUnavailable(f"upstream {uri} failed during the call: {why}") from e
         finally:
             self.waiting_since = None
 
@@ -251,8 +263,9 @@ class Upstream:
             scanned = read_message(sock, self.buf, reply_schema, limit)
             return scanned, self.buf
         except (OSError, ConnectionClosed, Malformed) as e:
+            why = self._why(e)
             uri = self._failed()
-            raise UpstreamUnavailable(f"upstream {uri} failed during the call: {e}") from e
+            raise UpstreamUnavailable(f"upstream {uri} failed during the call: {why}") from e
         finally:
             self.waiting_since = None
 
