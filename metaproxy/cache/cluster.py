@@ -85,14 +85,14 @@ def object_path(bucket: str, key: str) -> str:
 def signed_load(endpoint: str, cfg: Config, key: str, timeout_s: float = 600.0) -> dict[str, Any]:
     """Ask the owner of ``key`` (through the balancer at ``endpoint``) to load it; its answer."""
     import requests
-    from botocore.auth import SigV4Auth
+    from botocore.auth import S3SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
     g = cfg.gateway
     url = f"{endpoint.rstrip('/')}{object_path(g.bucket, key)}?{LOAD_QUERY}"
     req = AWSRequest(method="POST", url=url, data=b"", headers={"x-amz-content-sha256": _EMPTY_SHA256})
-    SigV4Auth(Credentials(g.access_key, g.secret_key), "s3", g.region).add_auth(req)
+    S3SigV4Auth(Credentials(g.access_key, g.secret_key), "s3", g.region).add_auth(req)
     r = requests.post(url, data=b"", headers=dict(req.headers), timeout=timeout_s)
     if r.status_code != 200:
         raise ClusterError(f"loading /{key} through {endpoint}: HTTP {r.status_code}: {r.text[:300]}")
