@@ -193,8 +193,11 @@ def balancer_view(stats_url: str, timeout_s: float = 5.0) -> dict[str, dict[str,
         name = row.get("svname", "")
         if name in ("FRONTEND", "BACKEND", ""):
             continue
-        seen = out.setdefault(name, {"status": row.get("status", ""), "check": row.get("check_status", "")})
-        if row.get("status", "") != "UP":  # a node down in any backend is down
-            seen.update(status=row.get("status", ""), check=row.get("check_status", ""))
-        seen["last_change_s"] = row.get("lastchg", "")
+        # a server appears in each backend; the one that runs its health check speaks for it
+        if name not in out or (row.get("check_status") and not out[name]["check"]):
+            out[name] = {
+                "status": row.get("status", ""),
+                "check": row.get("check_status", ""),
+                "last_change_s": row.get("lastchg", ""),
+            }
     return out
