@@ -216,7 +216,8 @@ def test_node_killed_mid_suite_fails_no_query_and_rejoins_warm(
     st = stack_of(ep)
     pid = st.pids[victim["component"]]
     t, results, errors = _suite_in_background(trino_query, rounds=3)
-    time.sleep(2.0)
+    wait_for(lambda: len(results) >= 2, 120, "the suite under way")
+    assert t.is_alive(), "the suite runs when the node dies"
     os.killpg(pid, signal.SIGKILL)  # no goodbye: the process is gone mid-suite
     t.join(600)
     assert not errors, errors

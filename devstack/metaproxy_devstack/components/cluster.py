@@ -31,6 +31,8 @@ CHECK_FALL = 2
 #: a node that has sent nothing for this long is given up for this request, which is retried
 #: on another node (a frozen node: its socket accepts, nothing answers)
 SERVER_TIMEOUT = "15s"
+#: every node's weight (all equal): HAProxy places weight x 16 points of each server on its ring
+RING_WEIGHT = 64
 
 
 def node_name(i: int) -> str:
@@ -197,7 +199,8 @@ defaults
     retries 3
     option redispatch 1
     retry-on conn-failure empty-response response-timeout junk-response 503
-    default-server inter {CHECK_INTERVAL} fastinter 500ms fall {CHECK_FALL} rise 2
+    # each server holds weight x 16 points on the ring: more points, a more even share
+    default-server inter {CHECK_INTERVAL} fastinter 500ms fall {CHECK_FALL} rise 2 weight {RING_WEIGHT}
 
 frontend s3
     bind {HOST}:{st.port("balancer")}

@@ -133,13 +133,14 @@ MAPPING_REFRESH_S = 2
 MAPPING_REFRESH = f"{MAPPING_REFRESH_S}s"
 
 
-def write_gateway_mapping(st: StackLayout, etc: Path | None = None) -> Path:
+def write_gateway_mapping(st: StackLayout, etc: Path | None = None, endpoint: str = "") -> Path:
     """The S3 security mapping of ``onprem``: the gateway bucket to the gateway (the balancer of
-    a gateway cluster), every other location to the stack's S3."""
+    a gateway cluster; or ``endpoint``, for a bench's own gateways), every other location to the
+    stack's S3."""
     mapping = (etc or st.conf / "trino") / "onprem-s3-mapping.json"
     gateway = {
         "prefix": "s3://metaproxy/",
-        "endpoint": gateway_url(st),
+        "endpoint": endpoint or gateway_url(st),
         "region": S3_REGION,
         "accessKey": GATEWAY_ACCESS_KEY,
         "secretKey": GATEWAY_SECRET_KEY,
