@@ -66,7 +66,7 @@ QUERIES = [
     "SELECT d.d_moy, s.s_state, sum(ss.ss_net_profit) FROM store_sales ss "
     "JOIN date_dim d ON ss.ss_sold_date_sk = d.d_date_sk JOIN store s ON ss.ss_store_sk = s.s_store_sk "
     "GROUP BY 1, 2 ORDER BY 1, 2",
-    "SELECT count(*), sum(ss_net_paid) FROM store_sales WHERE ss_quantity > 50",
+    "SELECT count(*), sum(ss_ext_sales_price) FROM store_sales WHERE ss_quantity > 50",
     "SELECT i_item_id, i_current_price FROM item ORDER BY i_current_price DESC, i_item_id LIMIT 10",
 ]
 
