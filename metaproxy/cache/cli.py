@@ -291,3 +291,18 @@ def rules(ctx: click.Context) -> None:
         click.echo(f"pin  /{p}")
     for p, s in r["ttls"].items():
         click.echo(f"ttl  /{p}  {s:g}s")
+
+
+@cache.command("drain")
+@click.argument("node")
+@click.option("--undo", is_flag=True, help="Take the node back.")
+@click.pass_context
+def drain(ctx: click.Context, node: str, undo: bool) -> None:
+    """Take NODE of [cluster] out of the balancer (its /health answers 503) before stopping it."""
+    from metaproxy.cache.cluster import nodes
+
+    found = [n for n in nodes(ctx.obj["cfg"]) if n.name == node]
+    if not found:
+        raise click.UsageError(f"no node {node!r} in [cluster]")
+    r = Admin(found[0].admin).call("/drain", drain=not undo)
+    click.echo(f"{node}: " + ("draining (the balancer takes it out)" if r["draining"] else "back in service"))

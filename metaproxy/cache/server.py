@@ -45,6 +45,7 @@ class GatewayServer:
     def __init__(self, config: Config, node: str = "") -> None:
         """``node``: this gateway's name in a cluster (its responses and metrics carry it)."""
         self.node = node
+        self.draining = False
         self.gateway = Gateway(config)
         if not self.gateway.keys:
             self.gateway.close()
@@ -152,13 +153,23 @@ class GatewayServer:
                 "/cache/unpin": lambda a: m.unpin(str(a["path"])),
                 "/cache/free": lambda a: m.free(str(a["path"])),
                 "/cache/ttl": ttl,
+                "/drain": self._drain,
             },
             labels={"node": self.node} if self.node else None,
         )
 
+    def _drain(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``{"drain": true}``: /health answers 503, so the balancer sends this node nothing
+        new (before it is stopped); ``false`` takes it back. It keeps serving meanwhile."""
+        self.draining = bool(args.get("drain", True))
+        return {"node": self.node, "draining": self.draining}
+
     def _loop_health(self) -> dict[str, Any]:
-        """``ok`` while the S3 endpoint's event loop runs a task within a second: a node whose
-        loop is stuck is reported, and a balancer's health check takes it out."""
+        """``ok`` while the S3 endpoint's event loop runs a task within a second and the node
+        is not draining: a node whose loop is stuck is reported, and a balancer's health check
+        takes it out."""
+        if self.draining:
+            return {"ok": False, "error": "draining: taken out of the balancer on purpose"}
         try:
             asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self.loop).result(timeout=LOOP_HEALTH_S)
             return {"ok": True}

@@ -265,3 +265,23 @@ def test_frozen_node_is_taken_out_and_reported(cluster: dict[str, Any], trino_qu
     finally:
         os.killpg(pid, signal.SIGCONT)
     wait_for(lambda: balancer(ep).get("g3") == "UP", 15, "g3 back in the balancer")
+
+
+def test_node_whose_health_fails_is_taken_out_and_reported(cluster: dict[str, Any], trino_query: Any) -> None:
+    """A node answering /health with 503 (here: drained on purpose) leaves the balancer; the
+    other nodes serve its objects; the report says so; it comes back when healthy."""
+    ep = cluster
+    expected = trino_query(QUERIES[0], catalog="direct")
+    out = run_cli(ep, "cache", "drain", "g1")
+    assert "draining" in out
+    try:
+        assert requests.get(f"{node(ep, 'g1')['admin']}/health", timeout=5).status_code == 503
+        wait_for(lambda: balancer(ep).get("g1") == "DOWN", 15, "the health check takes g1 out")
+        doc = _report_json(ep)
+        assert doc["cluster"]["balancer"]["g1"]["check"].startswith("L7STS")  # a 503, not a timeout
+        assert "NOT ANSWERING" not in run_cli(ep, "report").split("node g1", 1)[1].split("\n", 1)[0]
+        assert "DOWN" in run_cli(ep, "report").split("node g1", 1)[1].split("\n", 1)[0]
+        assert trino_query(QUERIES[0], catalog="onprem") == expected
+    finally:
+        run_cli(ep, "cache", "drain", "g1", "--undo")
+    wait_for(lambda: balancer(ep).get("g1") == "UP", 15, "g1 back in the balancer")
