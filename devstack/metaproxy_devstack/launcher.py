@@ -166,7 +166,9 @@ class Stack(StackLayout):
             ep = load_endpoints(self.dir)
             assert ep is not None
             return ep
-        if self.gateways is not None and self._other_size_running():
+        if self._other_size_running():
+            if self.gateways is None:
+                self.gateways = int((load_endpoints(self.dir) or {}).get("gateways", 1))
             return self.resize()
         if self.wan is not None and self.hms not in LOOPBACK_ONLY:
             raise StackError(
@@ -194,12 +196,19 @@ class Stack(StackLayout):
         return ep
 
     def _other_size_running(self) -> bool:
-        """True if the stack wanted runs, but with another number of gateway nodes."""
+        """True if the stack wanted runs but for its gateways: another number of nodes, or a
+        node or the balancer down. Then only the gateways are replaced."""
         ep = load_endpoints(self.dir)
-        if not ep or int(ep.get("gateways", 1)) == self.gateways:
+        if not ep or ("wan" in ep) != (self.wan is not None):
+            return False
+        if self.hms_version not in (None, running_hms_version(ep)):
             return False
         running = Stack(dir=self.dir, wan=self.wan, hms_version=self.hms_version, gateways=None)
-        return running.is_running()
+        running._adopt(ep)
+        rest = [c for c in running.components() if not is_gateway_part(c.name)]
+        return all(
+            c.name in running.pids and pid_alive(running.pids[c.name]) and c.ready(running) for c in rest
+        )
 
     def resize(self) -> dict[str, Any]:
         """Run ``gateways`` gateway nodes (and the balancer when more than one) on the running
