@@ -283,6 +283,9 @@ def rules(ctx: click.Context) -> None:
     import requests
 
     admin: Admin = ctx.obj["admin"]
+    nodes: Nodes = ctx.obj["nodes"]
+    if nodes.clustered:  # every node holds the same rules
+        admin = Admin(nodes.cluster.nodes[0].admin)
     try:
         r = requests.get(f"{admin.url}/cache/rules", timeout=10).json()
     except requests.RequestException as e:
