@@ -195,6 +195,8 @@ defaults
     timeout client 10m
     timeout server {SERVER_TIMEOUT}
     timeout check 2s
+    # response bodies move from node to client in the kernel (splice), not through HAProxy's buffers
+    option splice-response
     # a request whose node refused, reset or did not answer goes to the next node of the ring
     retries 3
     option redispatch 1
