@@ -247,6 +247,9 @@ class ProxyConfig:
     metadata_stale_after_s: float = _key("metadata_stale_after", "duration", 0.0)
     #: while the HMS does not answer, cached answers are served (stale) for this long
     stale_if_error_s: float = _key("stale_if_error", "duration", 600.0)
+    #: after an event dropped cached answers, ask again the calls engines made on that table
+    #: (and, for a new partition, the ones that name it) before they ask
+    metadata_warm_up: bool = _key("metadata_warm_up", "bool", True)
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,25 @@ class Event:
                     found.append((str(t.dbName).lower(), str(t.tableName).lower()))
         return list(dict.fromkeys(found))
 
+    def added_partitions(self) -> list[tuple[list[str], str]]:
+        """An ``ADD_PARTITION``'s partitions: each one's values and its name (``k=v/k2=v2``, as
+        the metastore names it); none for other events or a message that does not say."""
+        from hive_metastore import ttypes
+
+        if self.type != "ADD_PARTITION":
+            return []
+        doc = self.body()
+        table = _decode(doc.get("tableObjJson") or "", ttypes.Table) if doc.get("tableObjJson") else None
+        keys = [str(k.name) for k in (getattr(table, "partitionKeys", None) or [])]
+        found = []
+        listed = doc.get("partitionListJson")
+        for item in listed if isinstance(listed, list) else []:
+            part = _decode(item, ttypes.Partition) if isinstance(item, str) else None
+            values = [str(v) for v in (getattr(part, "values", None) or [])]
+            if values and len(values) == len(keys):
+                found.append((values, partition_name(keys, values)))
+        return found
+
 
 #: message keys that hold a Table or Partition in Thrift's JSON encoding (newer state only)
 _OBJECT_KEYS = (
@@ -316,3 +335,17 @@ class EventLog:
             if n < self.batch:
                 stop.wait(wait)
         self._close()
+
+
+#: characters the metastore writes as %XX in a partition's name (and its directory)
+_ESCAPED = frozenset("\"#%'*/:=?\\\x7f{[]^") | {chr(c) for c in range(1, 32)}
+
+
+def _escape(text: str) -> str:
+    return "".join(f"%{ord(c):02X}" if c in _ESCAPED else c for c in text)
+
+
+def partition_name(keys: list[str], values: list[str]) -> str:
+    """A partition's name as the metastore gives it: ``key=value`` pairs joined by ``/``, the
+    characters a path cannot hold escaped."""
+    return "/".join(f"{_escape(k)}={_escape(v)}" for k, v in zip(keys, values, strict=True))

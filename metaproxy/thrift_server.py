@@ -22,6 +22,7 @@ from typing import Any
 from metaproxy.config import Config, ListenerConfig
 from metaproxy.proxy.session import Session
 from metaproxy.proxy.shared import ProxyState
+from metaproxy.proxy.warmup import Warmup, ask_through
 from metaproxy.proxy.watch import Watch
 
 log = logging.getLogger("metaproxy.proxy")
@@ -61,6 +62,17 @@ class MetastoreProxy:
         self._watcher: threading.Thread | None = None
         #: follows the notification log, keeps the metadata cache fresh and the HMS watched
         self.watch = Watch(config, self.state.health, self.state.metacache)
+        px = config.proxy
+        if px.metadata_warm_up and px.metadata_cache_bytes > 0:
+            self.state.warmup = Warmup(ask_through(self._session_for, px.max_message_bytes))
+            self.watch.subscribe(self.state.warmup)  # after the cache: it asks what was dropped
+
+    def _session_for(self, profile: str, sock: socket.socket) -> Session | None:
+        """A session of the first listener of ``profile``, on ``sock`` (for the warm-up)."""
+        for s in self.servers:
+            if s.listener.profile == profile:
+                return Session(self.state, s.listener, sock, "metaproxy-warmup")
+        return None
 
     @property
     def addresses(self) -> list[tuple[str, int, str]]:

@@ -234,7 +234,13 @@ class Session:
         if key is not None and capture and call.outcome == "ok":
             message = b"".join(capture)
             header = binary.parse_header(message)
-            cache.put(key, message[header.body_start :], request_tags(h.name, key[2]), since)
+            tags = request_tags(h.name, key[2])
+            if (
+                cache.put(key, message[header.body_start :], tags, since)
+                and self.state.warmup
+                and not self.conn_state
+            ):
+                self.state.warmup.seen(self.listener.profile, h.name, key[2], tags)
         elif _writes(h.name):  # a write through the proxy: what it may have touched goes at once
             tags = request_tags(h.name, bytes(request[h.body_start :]))
             if ("", "") in tags:

@@ -18,6 +18,7 @@ from metaproxy.proxy.dialect import Dialects
 from metaproxy.proxy.metacache import MetadataCache
 from metaproxy.proxy.pool import UpstreamPool
 from metaproxy.proxy.upstream import reply_schema, reply_schema_db, request_schema, request_schema_db
+from metaproxy.proxy.warmup import Warmup
 from metaproxy.proxy.watch import UpstreamHealth
 from metaproxy.rewrite import Rewriter
 from metaproxy.state import StateDB, open_state
@@ -59,6 +60,8 @@ class ProxyState:
             px.metadata_cache_bytes, px.metadata_stale_after_s, px.stale_if_error_s
         )
         self.health = UpstreamHealth()
+        #: asks again, after an event, what engines asked (set by the proxy when configured)
+        self.warmup: Warmup | None = None
         # calls that were already waiting when the HMS stopped answering are not left to wait
         # for call_timeout: every call that has heard nothing for a moment is ended once the
         # watch's look failed (one still receiving shows the HMS answers it, and goes on)

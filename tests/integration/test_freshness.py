@@ -37,6 +37,13 @@ def seen_within(check: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
+def caught_up(proxy: MetastoreProxy, hms: Any) -> None:
+    """The proxy has read the log up to now (the lake's own events among them: an answer asked
+    while an event drops it is not kept, so a test counting hits starts after them)."""
+    current = hms.get_current_notificationEventId().eventId
+    seen_within(lambda: (proxy.watch.events.state.last_id or 0) >= current, "the log up to now")
+
+
 def columns() -> list[tt.FieldSchema]:
     return [tt.FieldSchema(name="id", type="bigint"), tt.FieldSchema(name="v", type="string")]
 
@@ -91,6 +98,7 @@ def test_on_prem_changes_are_seen_within_the_bound(
     req = tt.GetTableRequest(dbName=db, tblName="t")
     seen_within(lambda: proxy.health()["notification_log"]["up"], "the notification log")
     with connect(uri(proxy, "cloud")) as c, connect(stack["hms"]) as hms:
+        caught_up(proxy, hms)
         assert c.get_partition_names(db, "t", -1) == ["d=1"]
         hits = lookups("hit")
         assert c.get_partition_names(db, "t", -1) == ["d=1"]
@@ -126,6 +134,37 @@ def test_on_prem_changes_are_seen_within_the_bound(
         )
 
 
+def warmed() -> float:
+    return REGISTRY.get_sample_value("metaproxy_proxy_warmup_calls_total", {"outcome": "answered"}) or 0.0
+
+
+@pytest.mark.parametrize("proxy", [FAST], indirect=True)
+def test_a_new_partition_is_answered_locally_the_first_time_it_is_asked(
+    stack: dict[str, Any], proxy: MetastoreProxy, lake: dict[str, str]
+) -> None:
+    """After an ``ADD_PARTITION``, the proxy asks itself the calls an engine made for the last
+    partition it read, for the new one: the engine's first calls on it are answered from the
+    cache, and what they answer is what the HMS says (location rewritten)."""
+    db, base = lake["db"], lake["base"]
+    seen_within(lambda: proxy.health()["notification_log"]["up"], "the notification log")
+    with connect(uri(proxy, "cloud")) as c, connect(stack["hms"]) as hms:
+        caught_up(proxy, hms)
+        assert c.get_partition_names_ps(db, "t", ["1"], -1) == ["d=1"]
+        assert len(c.get_partitions_by_names(db, "t", ["d=1"])) == 1
+        before = warmed()
+        hms.add_partitions([partition(db, "t", f"{base}/t", "2")])
+        # both calls asked again for d=1 (their answers were dropped), and made for d=2
+        seen_within(lambda: warmed() >= before + 4, "the warm-up after the new partition")
+        hits = lookups("hit")
+        assert c.get_partition_names_ps(db, "t", ["2"], -1) == ["d=2"]
+        [mine] = c.get_partitions_by_names(db, "t", ["d=2"])
+        assert lookups("hit") == hits + 2
+        [theirs] = hms.get_partitions_by_names(db, "t", ["d=2"])
+        assert mine.sd.location == f"s3://metaproxy/tpcds/{db}/t/d=2"
+        mine.sd.location = theirs.sd.location
+        assert mine == theirs
+
+
 def _missing(c: Any, req: tt.GetTableRequest) -> bool:
     try:
         c.get_table_req(req)
@@ -141,6 +180,8 @@ def test_lost_events_flush_and_listeners_keep_their_own(
     db = lake["db"]
     req = tt.GetTableRequest(dbName=db, tblName="t")
     seen_within(lambda: proxy.health()["notification_log"]["up"], "the notification log")
+    with connect(stack["hms"]) as hms:
+        caught_up(proxy, hms)
     with connect(uri(proxy, "cloud")) as cloud, connect(uri(proxy, "onprem")) as onprem:
         # the same call, two listeners: two answers, each rewritten its own way, each kept
         assert cloud.get_table_req(req).table.sd.location == f"s3://metaproxy/tpcds/{db}/t"

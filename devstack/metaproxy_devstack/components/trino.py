@@ -156,19 +156,26 @@ def _write_metaproxy_catalogs(st: StackLayout, etc: Path) -> None:
     gateway through an S3 security mapping), ``passthrough`` rewriting nothing.
     """
     mapping = write_gateway_mapping(st, etc)
-    (etc / "catalog" / "onprem.properties").write_text(
-        trino_catalog(
-            f"thrift://{HOST}:{st.port('proxy')}",
-            st,
-            {
-                **THROUGH_METAPROXY,
-                "s3.security-mapping.enabled": "true",
-                "s3.security-mapping.config-file": str(mapping),
-                # re-read, so a gateway cluster can be added or removed under a running Trino
-                "s3.security-mapping.refresh-period": MAPPING_REFRESH,
-            },
-        )
-    )
+    onprem = {
+        **THROUGH_METAPROXY,
+        "s3.security-mapping.enabled": "true",
+        "s3.security-mapping.config-file": str(mapping),
+        # re-read, so a gateway cluster can be added or removed under a running Trino
+        "s3.security-mapping.refresh-period": MAPPING_REFRESH,
+    }
+    proxy = f"thrift://{HOST}:{st.port('proxy')}"
+    (etc / "catalog" / "onprem.properties").write_text(trino_catalog(proxy, st, onprem))
+    if st.wan is not None:
+        # with the link, also metaproxy with Trino's file-system cache in front of the gateway
+        # (each worker's local disk before the shared gateway; data files are keyed by their
+        # modification time, so they stay fresh; metadata comes from the proxy, fresh)
+        layered = {
+            **onprem,
+            "fs.cache.enabled": "true",
+            "fs.cache.directories": str(st.data / "trino-fs-cache-metaproxy"),
+            "fs.cache.max-sizes": "16GB",
+        }
+        (etc / "catalog" / "onprem_cache.properties").write_text(trino_catalog(proxy, st, layered))
     (etc / "catalog" / "passthrough.properties").write_text(
         trino_catalog(f"thrift://{HOST}:{st.port('proxy_passthrough')}", st, THROUGH_METAPROXY)
     )
