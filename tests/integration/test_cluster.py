@@ -124,24 +124,34 @@ def _plan(ep: dict[str, Any], path: str) -> list[dict[str, Any]]:
     return list(r.json()["files"])
 
 
-def test_one_object_one_node_and_listings_spread(cluster: dict[str, Any]) -> None:
+def _s3(ep: dict[str, Any]) -> Any:
     import boto3
     from botocore.config import Config
 
-    s3 = boto3.client(
+    return boto3.client(
         "s3",
-        endpoint_url=cluster["gateway"],
-        aws_access_key_id=cluster["gateway_access_key"],
-        aws_secret_access_key=cluster["gateway_secret_key"],
+        endpoint_url=ep["gateway"],
+        aws_access_key_id=ep["gateway_access_key"],
+        aws_secret_access_key=ep["gateway_secret_key"],
         region_name="us-east-1",
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
     )
-    files = [f["key"] for f in _plan(cluster, "/tpcds/store_sales")][:30]
+
+
+def _owners(s3: Any, keys: list[str], reads: int = 1) -> dict[str, set[str]]:
+    """The nodes that answered GETs of each key (through the balancer)."""
     owners: dict[str, set[str]] = {}
-    for key in files:
-        for _ in range(3):
+    for key in keys:
+        for _ in range(reads):
             r = s3.get_object(Bucket="metaproxy", Key=key, Range="bytes=0-15")
             owners.setdefault(key, set()).add(r["ResponseMetadata"]["HTTPHeaders"]["x-metaproxy-node"])
+    return owners
+
+
+def test_one_object_one_node_and_listings_spread(cluster: dict[str, Any]) -> None:
+    s3 = _s3(cluster)
+    files = [f["key"] for f in _plan(cluster, "/tpcds/store_sales")][:30]
+    owners = _owners(s3, files, reads=3)
     assert all(len(v) == 1 for v in owners.values()), owners
     assert len(set().union(*owners.values())) == NODES
     listed = set()
@@ -249,11 +259,18 @@ def test_frozen_node_is_taken_out_and_reported(cluster: dict[str, Any], trino_qu
     victim = node(ep, "g3")
     pid = stack_of(ep).pids[victim["component"]]
     expected = trino_query(QUERIES[1], catalog="direct")
+    s3 = _s3(ep)
+    keys = [f["key"] for f in _plan(ep, "/tpcds/store_sales")][:40]
+    before = {k: v.pop() for k, v in _owners(s3, keys).items()}
     os.killpg(pid, signal.SIGSTOP)  # alive, port open, answers nothing: a node too slow to use
     try:
         t0 = time.monotonic()
         wait_for(lambda: balancer(ep).get("g3") == "DOWN", 15, "the health check takes g3 out")
         taken_out_s = time.monotonic() - t0
+        # only g3's objects moved; every other object stayed on its node
+        during = {k: v.pop() for k, v in _owners(s3, keys).items()}
+        assert "g3" in before.values() and "g3" not in during.values()
+        assert all(during[k] == n for k, n in before.items() if n != "g3"), (before, during)
         doc = _report_json(ep)
         assert "error" in doc["cluster"]["nodes"]["g3"]
         assert doc["cluster"]["balancer"]["g3"]["status"] == "DOWN"
