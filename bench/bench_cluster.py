@@ -51,6 +51,7 @@ from metaproxy_devstack.components.cluster import (  # noqa: E402
     haproxy_binary,
     haproxy_config,
     node_name,
+    node_ports,
 )
 from metaproxy_devstack.components.trino import MAPPING_REFRESH_S, write_gateway_mapping  # noqa: E402
 from metaproxy_devstack.launcher import Stack  # noqa: E402
@@ -113,22 +114,17 @@ class BenchCluster:
             text,
         )
         text = text.split("\n[cluster]")[0]  # the stack's own cluster, if it runs one
-        if n > 1 or balancer:
-            text += "\n" + cluster_toml(StackLayout(dir=self.dir, gateways=max(n, 2), ports=self._ports(n)))
+        # [cluster] as the stack writes it (for one node too: a layout of two sharing the ports,
+        # its second node dropped), so `gateway --node` and HAProxy's config agree
+        wide = StackLayout(dir=self.dir, gateways=max(n, 2), ports=self.lay.ports)
+        text += "\n" + cluster_toml(wide)
         self.config = self.dir / "metaproxy.toml"
         self.config.write_text(_only_nodes(text, n))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def _ports(self, n: int) -> dict[str, int]:
-        for i in range(1, max(n, 2) + 1):
-            name = "gateway" if i == 1 else f"gateway{i}"
-            self.lay.port(name), self.lay.port(f"{name}_admin")
-        self.lay.port("balancer"), self.lay.port("balancer_stats")
-        return self.lay.ports
-
     def node_urls(self, i: int) -> tuple[str, str]:
-        name = "gateway" if i == 1 else f"gateway{i}"
-        return f"http://127.0.0.1:{self.lay.port(name)}", f"http://127.0.0.1:{self.lay.port(name + '_admin')}"
+        s3, admin = node_ports(self.lay, i)
+        return f"http://127.0.0.1:{s3}", f"http://127.0.0.1:{admin}"
 
     @property
     def endpoint(self) -> str:
