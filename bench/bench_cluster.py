@@ -207,6 +207,19 @@ def _only_nodes(text: str, n: int) -> str:
     return head + "\n" + "\n".join(nodes[:n]) + "\n"
 
 
+def retried(stats_url: str) -> dict[str, int]:
+    """HAProxy's counts of retried and redispatched requests, over its backends."""
+    import csv
+    import io
+
+    text = requests.get(stats_url + ";csv", timeout=10).text.lstrip("# ")
+    rows = [r for r in csv.DictReader(io.StringIO(text)) if r.get("svname") == "BACKEND"]
+    return {
+        "retries": sum(int(r.get("wretr") or 0) for r in rows),
+        "redispatches": sum(int(r.get("wredis") or 0) for r in rows),
+    }
+
+
 def point_trino(ep: dict[str, Any], st: Stack, endpoint: str) -> None:
     write_gateway_mapping(st, Path(ep["config"]).parent / "trino", endpoint)
     time.sleep(MAPPING_REFRESH_S + 1.5)
@@ -325,6 +338,7 @@ def failover(
                     out["failures"].append(f"{q[:50]}: {e}")
             hit = time.perf_counter() - t0
             killer.join()
+            counts = retried(f"http://127.0.0.1:{cl.lay.port('balancer_stats')}/stats")
             after = trino.suite()[0]  # two nodes left; Trino as warm as in the killed pass
             calm = statistics.median([*calm_runs, after])
             out["trials"].append(
@@ -335,6 +349,8 @@ def failover(
                     "with_kill_s": round(hit, 2),
                     "lost_s": round(hit - calm, 2),
                     "killed_at_s": round(killed_at[0], 2) if killed_at else None,
+                    "balancer_retries": counts["retries"],
+                    "balancer_redispatches": counts["redispatches"],
                     "other_rows": wrong,
                 }
             )
