@@ -58,12 +58,14 @@ bench: bench-setup
 	$(BIN)/python bench/bench_proxy.py
 	$(BIN)/python bench/bench_gateway.py
 	$(BIN)/python bench/bench_migrate.py
+	$(BIN)/python bench/bench_cluster.py
 	$(BIN)/python bench/bench_wan.py
 
 bench-quick: bench-setup
 	$(BIN)/python bench/bench_proxy.py --quick
 	$(BIN)/python bench/bench_gateway.py --quick
 	$(BIN)/python bench/bench_migrate.py --rounds 2 --files 2
+	$(BIN)/python bench/bench_cluster.py --quick
 	$(BIN)/python bench/bench_wan.py --quick
 
 clean: stop

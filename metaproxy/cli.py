@@ -173,8 +173,13 @@ def serve(ctx: click.Context) -> None:
 
 
 @cli.command("gateway")
+@click.option(
+    "--node",
+    default="",
+    help="Run as this node of [cluster]: its ports and disk tier from its entry (docs/cluster.md).",
+)
 @click.pass_context
-def gateway_cmd(ctx: click.Context) -> None:
+def gateway_cmd(ctx: click.Context, node: str) -> None:
     """Run the cache gateway (the S3-compatible block-cache reader over the mounts)."""
     import logging
     import signal
@@ -185,8 +190,15 @@ def gateway_cmd(ctx: click.Context) -> None:
 
     cfg = load_config(ctx.obj["config_path"])
     logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if node:
+        from metaproxy.cache.cluster import ClusterError, node_config
+
+        try:
+            cfg = node_config(cfg, node)
+        except ClusterError as e:
+            raise click.ClickException(str(e)) from None
     try:
-        server = GatewayServer(cfg).start()
+        server = GatewayServer(cfg, node).start()
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     click.echo(
@@ -213,6 +225,7 @@ def report(ctx: click.Context, url: str, proxy_url: str, as_json: bool) -> None:
     import requests
 
     no_proxy = ""
+    cfg = None
     if not url or not proxy_url:
         from metaproxy.config import load_config
 
@@ -223,14 +236,18 @@ def report(ctx: click.Context, url: str, proxy_url: str, as_json: bool) -> None:
                 raise
             no_proxy = f"no --proxy-url, and no config file to read it from ({e})"
         else:
-            url = url or f"http://{cfg.proxy.admin_host}:{cfg.gateway.admin_port}"
             proxy_url = proxy_url or f"http://{cfg.proxy.admin_host}:{cfg.proxy.admin_port}"
-    try:
-        r = requests.get(f"{url.rstrip('/')}/report", timeout=10)
-        r.raise_for_status()
-    except requests.RequestException as e:
-        raise click.ClickException(f"cannot reach the gateway's admin endpoint at {url}: {e}") from None
-    rep = r.json()
+            if cfg.cluster.nodes and not url:
+                rep = _cluster_report(cfg)
+            else:
+                url = url or f"http://{cfg.proxy.admin_host}:{cfg.gateway.admin_port}"
+    if url:
+        try:
+            r = requests.get(f"{url.rstrip('/')}/report", timeout=10)
+            r.raise_for_status()
+        except requests.RequestException as e:
+            raise click.ClickException(f"cannot reach the gateway's admin endpoint at {url}: {e}") from None
+        rep = r.json()
     try:  # the proxy answers /health with 503 while its HMS does not answer: still a report
         if no_proxy:
             rep["proxy"] = {"unreachable": no_proxy}
@@ -242,9 +259,84 @@ def report(ctx: click.Context, url: str, proxy_url: str, as_json: bool) -> None:
         emit_json(rep)
         return
     out = table("figure", "value", title="metaproxy report")
+    if "cluster" in rep:
+        _cluster_rows(out, rep["cluster"])
     _cache_rows(out, rep)
     _outage_rows(out, rep)
     show(out)
+
+
+def _cluster_report(cfg: Any) -> dict[str, Any]:
+    """Every node's report, the cluster's totals and the balancer's view of each node, in the
+    shape of one gateway's report (its figures the totals) plus ``cluster``."""
+    import requests
+
+    from metaproxy.cache.cluster import balancer_view, merge_reports, nodes
+
+    reports: dict[str, dict[str, Any]] = {}
+    for n in nodes(cfg):
+        try:
+            r = requests.get(f"{n.admin}/report", timeout=5)
+            r.raise_for_status()
+            reports[n.name] = r.json()
+        except (requests.RequestException, ValueError) as e:
+            reports[n.name] = {"error": f"cannot reach its admin endpoint at {n.admin}: {e}"}
+    total = merge_reports(reports)
+    first = next((r for r in reports.values() if "error" not in r), {})
+    rep: dict[str, Any] = {
+        **{k: v for k, v in first.items() if k in ("mounts", "pins", "ttls", "block_size")},
+        **total,
+        "tiers": {
+            "pinned_files": 0,
+            **total["tiers"],
+        },
+        "hit_ratio_definition": "bytes served from cache / bytes served, all nodes",
+        "bytes_served_per_mount": _sum_maps(r.get("bytes_served_per_mount", {}) for r in reports.values()),
+        "disk_errors": sum(int(r.get("disk_errors", 0)) for r in reports.values()),
+        "corrupt_blocks": sum(int(r.get("corrupt_blocks", 0)) for r in reports.values()),
+        "ufs_not_answering": {
+            k: v for r in reports.values() for k, v in r.get("ufs_not_answering", {}).items()
+        },
+        "stale_served": sum(int(r.get("stale_served", 0)) for r in reports.values()),
+        "cluster": {
+            "endpoint": cfg.cluster.endpoint,
+            "nodes": reports,
+            "balancer": balancer_view(cfg.cluster.balancer_stats) if cfg.cluster.balancer_stats else {},
+        },
+    }
+    return rep
+
+
+def _sum_maps(maps: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for m in maps:
+        for k, v in m.items():
+            out[k] = out.get(k, 0) + int(v)
+    return out
+
+
+def _cluster_rows(out: Any, cl: dict[str, Any]) -> None:
+    """One row per node (its tiers, hit ratio, UFS bytes, and the balancer's view of it)."""
+    bal = cl.get("balancer", {})
+    if "" in bal:
+        out.add_row("balancer", bal[""]["error"])
+    for name, r in cl["nodes"].items():
+        seen = bal.get(name)
+        state = f"balancer: {seen['status']} ({seen['check']})" if seen else ""
+        if "error" in r:
+            out.add_row(f"node {name}", f"NOT ANSWERING: {r['error']}" + (f"; {state}" if state else ""))
+            continue
+        t = r["tiers"]
+        ufs = sum(int(n) for n in r.get("bytes_read_per_ufs", {}).values())
+        out.add_row(
+            f"node {name}",
+            f"memory {_mib(t['memory_used'])} of {_mib(t['memory_capacity'])}, "
+            f"disk {_mib(t['disk_used'])} of {_mib(t['disk_capacity'])}; hit ratio {r['hit_ratio']:.1%}; "
+            f"read from UFS {_mib(ufs)}" + (f"; {state}" if state else ""),
+        )
+    out.add_row(
+        "cluster", f"{len(cl['nodes'])} nodes behind {cl['endpoint'] or '(no balancer)'}; totals below"
+    )
 
 
 def _mib(n: int) -> str:

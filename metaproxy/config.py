@@ -419,6 +419,45 @@ def _distinct_paths(mounts: tuple[MountConfig, ...], _: Mapping[str, Any]) -> tu
     return mounts
 
 
+def _node_name(name: str, _: Mapping[str, Any]) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", name):
+        raise _Invalid("a node name of letters, digits, '_', '.', '-'")
+    return name
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """One gateway node of a cluster: where it listens and where its disk tier lives."""
+
+    name: str = _key("name", "str", check=_node_name)
+    port: int = _key("port", "port")
+    admin_port: int = _key("admin_port", "port")
+    host: str = _key("host", "str", "127.0.0.1")
+    #: its disk tier's directory; without the key, ``[gateway.disk] path`` + ``-<name>``
+    disk_path: str = _key("disk_path", "path", "")
+
+
+def _distinct_nodes(nodes: tuple[NodeConfig, ...], _: Mapping[str, Any]) -> tuple[NodeConfig, ...]:
+    seen: set[str] = set()
+    for n in nodes:
+        if n.name in seen:
+            raise _Invalid("each node name declared once", n.name)
+        seen.add(n.name)
+    return nodes
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Gateway nodes behind a load balancer that hashes each object to one node (see
+    docs/cluster.md). The nodes are listed here, not discovered."""
+
+    #: the S3 endpoint clients use: the load balancer in front of the nodes
+    endpoint: str = _key("endpoint", "str", "", check=lambda url, _: url.rstrip("/"))
+    #: the balancer's statistics page in CSV (HAProxy's ``stats uri`` + ``;csv``), for the report
+    balancer_stats: str = _key("balancer_stats", "str", "")
+    nodes: tuple[NodeConfig, ...] = _key("node", "array", (), of=NodeConfig, check=_distinct_nodes)
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration of a metaproxy deployment."""
@@ -431,6 +470,7 @@ class Config:
     hdfs: HdfsConfig = _key("hdfs", "section", factory=HdfsConfig)
     s3: S3Config = _key("s3", "section", factory=S3Config)
     migrate: MigrateConfig = _key("migrate", "section", factory=MigrateConfig)
+    cluster: ClusterConfig = _key("cluster", "section", factory=ClusterConfig)
     mounts: tuple[MountConfig, ...] = _key("mount", "array", (), of=MountConfig, check=_distinct_paths)
     log_level: str = _key("log_level", "choice", "INFO", choices=LOG_LEVELS)
 

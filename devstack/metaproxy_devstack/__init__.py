@@ -27,7 +27,11 @@ The running stack is described in ``endpoints.json`` in the stack directory:
 ``admin``     ``http://127.0.0.1:PORT``   — the proxy's admin endpoint (``/health``, ``/metrics``)
 ``config``    the metaproxy config file the stack's services run with
 ``gateway``, ``gateway_access_key``, ``gateway_secret_key`` — the cache gateway
-``gateway_admin`` ``http://127.0.0.1:PORT`` — the gateway's admin endpoint
+``gateway_admin`` ``http://127.0.0.1:PORT`` — the gateway's admin endpoint (node 1's in a cluster)
+``gateways``  the number of gateway nodes (``stack up --gateways N``, default 1); with more than
+              one, ``gateway`` is HAProxy in front of them, ``balancer_stats`` its statistics
+              page, and ``gateway_nodes`` lists each node: ``name`` (g1…), ``component``
+              (``gateway``, ``gateway2``…), ``s3``, ``admin``
 ``wan``       only with ``stack up --wan``: the simulated link — ``rtt_ms``, ``mbit``, ``host``
               (127.0.0.2), ``control`` (GET/PUT the link's settings and byte counts), and the
               cloud side's addresses of the on-prem services: ``hms``, ``hdfs``, ``webhdfs``

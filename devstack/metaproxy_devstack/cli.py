@@ -43,16 +43,26 @@ def stack() -> None:
     + ", ".join(f"{v} (Hive {r})" for v, r in HMS_RELEASES.items())
     + ". The WAN link needs 4.0.",
 )
-def stack_up(wan: bool, rtt_ms: float, mbit: float, hms_version: str) -> None:
+@click.option(
+    "--gateways",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Gateway nodes; more than one run behind HAProxy, which hashes each object to one node "
+    "(docs/cluster.md). On a running stack only the gateways change.",
+)
+def stack_up(wan: bool, rtt_ms: float, mbit: float, hms_version: str, gateways: int) -> None:
     """Start the stack (or reuse the running one) and print its endpoints.
 
     A running stack of another kind (with or without the link, another Hive Metastore version)
-    is stopped first.
+    is stopped first; one with another number of gateway nodes keeps running, its gateways
+    replaced.
     """
     from metaproxy_devstack.launcher import Stack, StackError
 
+    wan_link = {"rtt_ms": rtt_ms, "mbit": mbit} if wan else None
     try:
-        ep = Stack(wan={"rtt_ms": rtt_ms, "mbit": mbit} if wan else None, hms_version=hms_version).up()
+        ep = Stack(wan=wan_link, hms_version=hms_version, gateways=gateways).up()
     except StackError as e:
         click.echo(f"stack: {e}", err=True)
         sys.exit(1)

@@ -32,6 +32,15 @@ from metaproxy_devstack.common import (
     load_endpoints,
     stack_dir,
 )
+from metaproxy_devstack.components.cluster import (
+    balancer_ready,
+    cluster_endpoints,
+    component_name,
+    is_gateway_part,
+    node_ready,
+    prepare_balancer,
+    prepare_node,
+)
 from metaproxy_devstack.components.hdfs import (
     datanode_ready,
     namenode_ready,
@@ -41,7 +50,12 @@ from metaproxy_devstack.components.hdfs import (
 from metaproxy_devstack.components.hms import LOOPBACK_ONLY, hms_ready, prepare_hms
 from metaproxy_devstack.components.s3 import prepare_s3, s3_ready
 from metaproxy_devstack.components.services import gateway_ready, prepare_gateway, prepare_proxy, proxy_ready
-from metaproxy_devstack.components.trino import prepare_trino, trino_ready
+from metaproxy_devstack.components.trino import (
+    MAPPING_REFRESH_S,
+    prepare_trino,
+    trino_ready,
+    write_gateway_mapping,
+)
 from metaproxy_devstack.components.wan import prepare_wan, wan_ready
 from metaproxy_devstack.install import install_java
 from metaproxy_devstack.layout import StackLayout
@@ -69,7 +83,10 @@ class Stack(StackLayout):
     """The local stack: its layout, and starting, checking and stopping its processes."""
 
     def components(self) -> list[Component]:
-        return [c for c in COMPONENTS if c.name != "wan" or self.wan is not None]
+        base = [c for c in COMPONENTS if c.name != "wan" or self.wan is not None]
+        if self.nodes == 1:
+            return base
+        return [c for c in base if c.name != "gateway"] + cluster_components(self.nodes)
 
     # -- endpoints ------------------------------------------------------------------------
 
@@ -85,9 +102,8 @@ class Stack(StackLayout):
             "proxy_onprem": f"thrift://{HOST}:{self.port('proxy_onprem')}",
             "proxy_passthrough": f"thrift://{HOST}:{self.port('proxy_passthrough')}",
             "admin": f"http://{HOST}:{self.port('proxy_admin')}",
-            "gateway": f"http://{HOST}:{self.port('gateway')}",
-            "gateway_admin": f"http://{HOST}:{self.port('gateway_admin')}",
             "config": str(self.conf / "metaproxy.toml"),
+            **cluster_endpoints(self),
             "s3_access_key": S3_ACCESS_KEY,
             "s3_secret_key": S3_SECRET_KEY,
             "s3_region": S3_REGION,
@@ -116,6 +132,8 @@ class Stack(StackLayout):
         self.pids = {k: int(v) for k, v in ep.get("pids", {}).items()}
         if self.hms_version is None:
             self.hms_version = running_hms_version(ep)
+        if self.gateways is None:
+            self.gateways = int(ep.get("gateways", 1))
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -128,6 +146,8 @@ class Stack(StackLayout):
             return False  # the running stack has (or lacks) the WAN link: not the one wanted
         if self.hms_version not in (None, running_hms_version(ep)):
             return False  # another Hive Metastore version: not the one wanted
+        if self.gateways not in (None, int(ep.get("gateways", 1))):
+            return False  # another number of gateway nodes: resized by up()
         self._adopt(ep)
         if any(c.name not in self.pids for c in self.components()):
             return False  # started by an older version of this launcher, or partially
@@ -146,6 +166,10 @@ class Stack(StackLayout):
             ep = load_endpoints(self.dir)
             assert ep is not None
             return ep
+        if self._other_size_running():
+            if self.gateways is None:
+                self.gateways = int((load_endpoints(self.dir) or {}).get("gateways", 1))
+            return self.resize()
         if self.wan is not None and self.hms not in LOOPBACK_ONLY:
             raise StackError(
                 f"the WAN link needs a Hive Metastore that listens on loopback only, and Hive "
@@ -170,6 +194,59 @@ class Stack(StackLayout):
         path.write_text(json.dumps(ep, indent=2, sort_keys=True))
         print(f"stack: up in {time.monotonic() - t0:.1f}s (Hive Metastore {self.hms}) — {path}", flush=True)
         return ep
+
+    def _other_size_running(self) -> bool:
+        """True if the stack wanted runs but for its gateways: another number of nodes, or a
+        node or the balancer down. Then only the gateways are replaced."""
+        ep = load_endpoints(self.dir)
+        if not ep or ("wan" in ep) != (self.wan is not None):
+            return False
+        if self.hms_version not in (None, running_hms_version(ep)):
+            return False
+        running = Stack(dir=self.dir, wan=self.wan, hms_version=self.hms_version, gateways=None)
+        running._adopt(ep)
+        rest = [c for c in running.components() if not is_gateway_part(c.name)]
+        return all(
+            c.name in running.pids and pid_alive(running.pids[c.name]) and c.ready(running) for c in rest
+        )
+
+    def resize(self) -> dict[str, Any]:
+        """Run ``gateways`` gateway nodes (and the balancer when more than one) on the running
+        stack, leaving every other component as it runs: the old nodes and balancer stop, the
+        new ones start, Trino's ``onprem`` mapping is pointed at the new endpoint (Trino re-reads
+        it within ``MAPPING_REFRESH``). A node keeps its disk tier across a resize."""
+        t0 = time.monotonic()
+        ep = load_endpoints(self.dir)
+        assert ep is not None
+        old = Stack(dir=self.dir, wan=self.wan, hms_version=self.hms_version, gateways=None)
+        old._adopt(ep)
+        self.ports, self.pids = dict(old.ports), dict(old.pids)
+        for name in [n for n in self.pids if is_gateway_part(n)]:
+            stop_group(self.pids.pop(name))
+            (self.dir / "pids" / f"{name}.pid").unlink(missing_ok=True)
+        self._start([c for c in self.components() if is_gateway_part(c.name)])
+        write_gateway_mapping(self)
+        time.sleep(MAPPING_REFRESH_S + 1)  # Trino takes the new endpoint
+        out = self.endpoints()
+        out["start_seconds"] = ep.get("start_seconds", {})
+        endpoints_path(self.dir).write_text(json.dumps(out, indent=2, sort_keys=True))
+        print(f"stack: {self.nodes} gateway node(s) in {time.monotonic() - t0:.1f}s", flush=True)
+        return out
+
+    def stop_component(self, name: str) -> None:
+        """Stop one component of the running stack (SIGTERM, then SIGKILL)."""
+        pid = self.pids.pop(name, None)
+        if pid is not None:
+            stop_group(pid)
+        (self.dir / "pids" / f"{name}.pid").unlink(missing_ok=True)
+
+    def start_component(self, name: str) -> None:
+        """Start one component of the running stack again and wait until it is ready."""
+        self._start([c for c in self.components() if c.name == name])
+        path = endpoints_path(self.dir)
+        ep = load_endpoints(self.dir) or {}
+        ep["pids"] = dict(self.pids)
+        path.write_text(json.dumps(ep, indent=2, sort_keys=True))
 
     def _start(self, wanted: list[Component]) -> None:
         """Start each component once those it comes ``after`` are ready; wait until all are."""
@@ -260,3 +337,15 @@ COMPONENTS: list[Component] = [
     Component("proxy", prepare_proxy, proxy_ready, timeout_s=60, after=("hms", "wan")),
     Component("gateway", prepare_gateway, gateway_ready, timeout_s=60, after=("datanode", "wan")),
 ]
+
+
+def cluster_components(nodes: int) -> list[Component]:
+    """The rows of a gateway cluster (``stack up --gateways N``, N > 1): each node, the first
+    one in the ``gateway`` row's place, and the balancer once every node is ready."""
+    after = ("datanode", "wan")
+    rows = [
+        Component(component_name(i), prepare_node(i), node_ready(i), timeout_s=60, after=after)
+        for i in range(1, nodes + 1)
+    ]
+    names = tuple(r.name for r in rows)
+    return [*rows, Component("balancer", prepare_balancer, balancer_ready, timeout_s=60, after=names)]

@@ -27,8 +27,13 @@ class StackLayout:
     #: the Hive Metastore version (one of ``HMS_VERSIONS``: "2.3", "3.1", "4.0"); None: the
     #: running stack's, else the default (4.0)
     hms_version: str | None = None
+    #: gateway nodes (``stack up --gateways N``); more than one run behind a load balancer
+    #: (:mod:`metaproxy_devstack.components.balancer`). None: the running stack's, else 1
+    gateways: int | None = None
 
     def __post_init__(self) -> None:
+        if self.gateways is not None and self.gateways < 1:
+            raise ValueError(f"a stack runs at least one gateway, not {self.gateways}")
         if self.hms_version is not None and self.hms_version not in HMS_VERSIONS:
             raise ValueError(
                 f"unknown Hive Metastore version {self.hms_version!r}; expected one of {HMS_VERSIONS}"
@@ -38,6 +43,11 @@ class StackLayout:
     def hms(self) -> str:
         """The Hive Metastore version the stack runs (or will run)."""
         return self.hms_version or DEFAULT_HMS_VERSION
+
+    @property
+    def nodes(self) -> int:
+        """The number of gateway nodes the stack runs (or will run)."""
+        return self.gateways or 1
 
     @property
     def onprem_host(self) -> str:

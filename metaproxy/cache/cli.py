@@ -1,7 +1,8 @@
 """``metaproxy cache``: load, pin, unpin, free and TTL, sent to a running gateway.
 
 The commands talk to the gateway's admin endpoint (``[gateway] admin_port``), because the cache
-lives in the gateway process. A target is a mount path (``/tpcds/store_sales``), a UFS URI
+lives in the gateway process; with ``[cluster]`` nodes, to every node's, and a load goes through
+the balancer to each file's owner (:mod:`metaproxy.cache.cluster`). A target is a mount path (``/tpcds/store_sales``), a UFS URI
 under a mount (``hdfs://nn:8020/warehouse/tpcds/store_sales``), a gateway location
 (``s3://metaproxy/tpcds/store_sales``) or a Hive table (``tpcds.store_sales``, optionally with
 ``--partition``), whose location is read from the on-prem metastore.
@@ -41,6 +42,68 @@ class Admin:
 
 def admin_url(cfg: Config, url: str) -> str:
     return url or f"http://{cfg.proxy.admin_host}:{cfg.gateway.admin_port}"
+
+
+class Nodes:
+    """Where the commands go: one gateway's admin endpoint, or every node of ``[cluster]``.
+
+    In a cluster, a file is loaded through the balancer, which sends it to its owner
+    (:func:`~metaproxy.cache.cluster.signed_load`); rules (pin, unpin, free, TTL) go to every node.
+    """
+
+    def __init__(self, cfg: Config, url: str) -> None:
+        from metaproxy.cache.cluster import ClusterAdmin
+
+        self.cfg = cfg
+        self.clustered = bool(cfg.cluster.nodes) and not url
+        self.admin = Admin(admin_url(cfg, url))
+        self.cluster = ClusterAdmin(cfg, lambda u, command, args: Admin(u).call(command, **args))
+
+    def any(self, command: str, **args: Any) -> dict[str, Any]:
+        """A command every node answers alike (a plan of files)."""
+        if not self.clustered:
+            return self.admin.call(command, **args)
+        from metaproxy.cache.cluster import ClusterError
+
+        try:
+            return self.cluster.any(command, **args)
+        except ClusterError as e:
+            raise click.ClickException(str(e)) from None
+
+    def each(self, command: str, **args: Any) -> dict[str, dict[str, Any]]:
+        """A command for every node; fails naming the nodes that did not take it."""
+        if not self.clustered:
+            return {"": self.admin.call(command, **args)}
+        answers = self.cluster.each(command, **args)
+        failed = {n: a["error"] for n, a in answers.items() if "error" in a}
+        if failed:
+            done = [n for n in answers if n not in failed]
+            raise click.ClickException(
+                f"{command} failed on node(s) {', '.join(f'{n} ({e})' for n, e in failed.items())}"
+                + (f"; done on {', '.join(done)}" if done else "")
+            )
+        return answers
+
+    def load(self, key: str) -> dict[str, Any]:
+        """Load one file: on the gateway, or on its owner through the balancer."""
+        if not self.clustered:
+            return self.admin.call("/cache/load", key=key)
+        from metaproxy.cache.cluster import ClusterError, signed_load
+
+        if not self.cfg.cluster.endpoint:
+            raise click.ClickException("[cluster] endpoint (the balancer) is needed to load a cluster")
+        try:
+            return signed_load(self.cfg.cluster.endpoint, self.cfg, key)
+        except ClusterError as e:
+            raise click.ClickException(str(e)) from None
+        except Exception as e:  # the balancer unreachable
+            raise click.ClickException(
+                f"cannot reach the balancer at {self.cfg.cluster.endpoint}: {e}"
+            ) from None
+
+
+def _on(node: str) -> str:
+    return f"[{node}] " if node else ""
 
 
 def hive_locations(cfg: Config, target: str, partitions: tuple[str, ...]) -> list[str]:
@@ -93,13 +156,13 @@ def _human(n: float) -> str:
     raise AssertionError
 
 
-def _load(admin: Admin, targets: list[str], parallel: int) -> dict[str, float]:
+def _load(nodes: Nodes, targets: list[str], parallel: int) -> dict[str, float]:
     """Load every file of the targets with a progress bar; returns the summary figures."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     files: dict[str, int] = {}
     for t in targets:
-        for f in admin.call("/cache/plan", path=t)["files"]:
+        for f in nodes.any("/cache/plan", path=t)["files"]:
             files[f["key"]] = int(f["length"])
     total = sum(files.values())
     fetched = already = 0
@@ -109,7 +172,7 @@ def _load(admin: Admin, targets: list[str], parallel: int) -> dict[str, float]:
     ) as bar:
         task = bar.add_task("load", total=total)
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-            futures = [pool.submit(admin.call, "/cache/load", key=k) for k in files]
+            futures = [pool.submit(nodes.load, k) for k in files]
             for fut in as_completed(futures):
                 r = fut.result()
                 fetched += int(r["fetched"])
@@ -127,6 +190,8 @@ def cache(ctx: click.Context, url: str) -> None:
     cfg = load_config(ctx.obj["config_path"])
     ctx.obj["cfg"] = cfg
     ctx.obj["admin"] = Admin(admin_url(cfg, url))
+    #: with [cluster] nodes (and no --url): every node, and loads through the balancer
+    ctx.obj["nodes"] = Nodes(cfg, url)
 
 
 @cache.command("load")
@@ -137,7 +202,7 @@ def cache(ctx: click.Context, url: str) -> None:
 def load(ctx: click.Context, target: str, partitions: tuple[str, ...], parallel: int) -> None:
     """Prefetch every block of TARGET into the cache."""
     targets = resolve_targets(ctx.obj["cfg"], target, partitions)
-    s = _load(ctx.obj["admin"], targets, parallel)
+    s = _load(ctx.obj["nodes"], targets, parallel)
     rate = s["fetched"] / s["seconds"] if s["seconds"] else 0.0
     click.echo(
         f"loaded {s['files']:.0f} files, {_human(s['bytes'])}: {_human(s['fetched'])} fetched from the UFS, "
@@ -152,13 +217,15 @@ def load(ctx: click.Context, target: str, partitions: tuple[str, ...], parallel:
 @click.pass_context
 def pin(ctx: click.Context, target: str, partitions: tuple[str, ...], then_load: bool) -> None:
     """Keep TARGET's blocks in the cache: pinned blocks are never evicted (up to pinned_max)."""
-    admin: Admin = ctx.obj["admin"]
+    nodes: Nodes = ctx.obj["nodes"]
     targets = resolve_targets(ctx.obj["cfg"], target, partitions)
     for t in targets:
-        r = admin.call("/cache/pin", path=t)
-        click.echo(f"pinned /{r['key']} ({r['files']} files); {_human(r['pinned_bytes'])} pinned in all")
+        for node, r in nodes.each("/cache/pin", path=t).items():
+            click.echo(
+                f"{_on(node)}pinned /{r['key']} ({r['files']} files); {_human(r['pinned_bytes'])} pinned in all"
+            )
     if then_load:
-        s = _load(admin, targets, 4)
+        s = _load(nodes, targets, 4)
         click.echo(f"loaded {_human(s['bytes'])} ({_human(s['fetched'])} fetched) in {s['seconds']:.1f}s")
 
 
@@ -169,11 +236,12 @@ def pin(ctx: click.Context, target: str, partitions: tuple[str, ...], then_load:
 def unpin(ctx: click.Context, target: str, partitions: tuple[str, ...]) -> None:
     """Let TARGET's blocks be evicted again."""
     for t in resolve_targets(ctx.obj["cfg"], target, partitions):
-        r = ctx.obj["admin"].call("/cache/unpin", path=t)
-        state = "unpinned" if r["was_pinned"] else "was not pinned; unpinned"
-        click.echo(
-            f"/{r['key']} {state} {r['files_unpinned']} files; {_human(r['pinned_bytes'])} pinned in all"
-        )
+        for node, r in ctx.obj["nodes"].each("/cache/unpin", path=t).items():
+            state = "unpinned" if r["was_pinned"] else "was not pinned; unpinned"
+            click.echo(
+                f"{_on(node)}/{r['key']} {state} {r['files_unpinned']} files; "
+                f"{_human(r['pinned_bytes'])} pinned in all"
+            )
 
 
 @cache.command("free")
@@ -183,9 +251,9 @@ def unpin(ctx: click.Context, target: str, partitions: tuple[str, ...]) -> None:
 def free(ctx: click.Context, target: str, partitions: tuple[str, ...]) -> None:
     """Evict TARGET's blocks from both tiers (pinned files are kept: unpin them first)."""
     for t in resolve_targets(ctx.obj["cfg"], target, partitions):
-        r = ctx.obj["admin"].call("/cache/free", path=t)
-        kept = f"; {r['pinned_files_kept']} pinned files kept" if r["pinned_files_kept"] else ""
-        click.echo(f"freed {_human(r['freed_bytes'])} of /{r['key']}{kept}")
+        for node, r in ctx.obj["nodes"].each("/cache/free", path=t).items():
+            kept = f"; {r['pinned_files_kept']} pinned files kept" if r["pinned_files_kept"] else ""
+            click.echo(f"{_on(node)}freed {_human(r['freed_bytes'])} of /{r['key']}{kept}")
 
 
 @cache.command("ttl")
@@ -204,8 +272,8 @@ def ttl(ctx: click.Context, target: str, duration: str | None, clear: bool) -> N
         except ValueError as e:
             raise click.UsageError(str(e)) from None
     for t in resolve_targets(ctx.obj["cfg"], target, ()):
-        r = ctx.obj["admin"].call("/cache/ttl", path=t, ttl_s=seconds)
-        click.echo(f"/{r['key']}: " + (f"TTL {duration}" if seconds is not None else "no TTL"))
+        for node, r in ctx.obj["nodes"].each("/cache/ttl", path=t, ttl_s=seconds).items():
+            click.echo(f"{_on(node)}/{r['key']}: " + (f"TTL {duration}" if seconds is not None else "no TTL"))
 
 
 @cache.command("rules")
@@ -215,6 +283,9 @@ def rules(ctx: click.Context) -> None:
     import requests
 
     admin: Admin = ctx.obj["admin"]
+    nodes: Nodes = ctx.obj["nodes"]
+    if nodes.clustered:  # every node holds the same rules
+        admin = Admin(nodes.cluster.nodes[0].admin)
     try:
         r = requests.get(f"{admin.url}/cache/rules", timeout=10).json()
     except requests.RequestException as e:
@@ -223,3 +294,18 @@ def rules(ctx: click.Context) -> None:
         click.echo(f"pin  /{p}")
     for p, s in r["ttls"].items():
         click.echo(f"ttl  /{p}  {s:g}s")
+
+
+@cache.command("drain")
+@click.argument("node")
+@click.option("--undo", is_flag=True, help="Take the node back.")
+@click.pass_context
+def drain(ctx: click.Context, node: str, undo: bool) -> None:
+    """Take NODE of [cluster] out of the balancer (its /health answers 503) before stopping it."""
+    from metaproxy.cache.cluster import nodes
+
+    found = [n for n in nodes(ctx.obj["cfg"]) if n.name == node]
+    if not found:
+        raise click.UsageError(f"no node {node!r} in [cluster]")
+    r = Admin(found[0].admin).call("/drain", drain=not undo)
+    click.echo(f"{node}: " + ("draining (the balancer takes it out)" if r["draining"] else "back in service"))

@@ -26,8 +26,10 @@ from aiohttp import web
 
 from metaproxy.cache import listing, s3api
 from metaproxy.cache.blocks import Lease
+from metaproxy.cache.cluster import LOAD_QUERY, NODE_HEADER
 from metaproxy.cache.files import Resolved
 from metaproxy.cache.gateway import Gateway
+from metaproxy.cache.manage import ManagementError
 from metaproxy.cache.metrics import READ_AHEAD
 from metaproxy.cache.middleware import OP, s3_boundary
 from metaproxy.ufs import FileStatus
@@ -112,6 +114,9 @@ class S3Routes:
             raise s3api.NoSuchBucket("no such bucket", bucket)
         query = parse_qs(raw_query, keep_blank_values=True)
         if request.method == "POST":
+            if LOAD_QUERY in query and key:
+                request[OP] = "Load"
+                return await self.load(key)
             request[OP] = "Post"
             raise s3api.NotImplementedS3(
                 "multipart uploads and multi-object deletes are not supported by this gateway", key
@@ -123,6 +128,15 @@ class S3Routes:
             request[OP] = "HeadObject" if request.method == "HEAD" else "GetObject"
             return await self.get_object(request, key)
         return await self.bucket(request, query)
+
+    async def load(self, key: str) -> web.Response:
+        """Load every block of one file here: what the balancer sends the file's owner when the
+        cluster is told to load it (:mod:`~metaproxy.cache.cluster`)."""
+        try:
+            doc = await self._run(self.gw.manager.load_file, key)
+        except ManagementError as e:
+            raise s3api.NoSuchKey(str(e), key) from None
+        return web.json_response(doc)
 
     async def bucket(self, request: web.Request, query: dict[str, list[str]]) -> web.Response:
         if "location" in query:
@@ -279,9 +293,16 @@ class S3Routes:
         return web.Response(status=200, headers={"ETag": s3api.etag(uri, st.length, st.mtime_ms)})
 
 
-def make_app(gw: Gateway) -> web.Application:
-    """The gateway's aiohttp application: every path goes to :meth:`S3Routes.handle`."""
+def make_app(gw: Gateway, node: str = "") -> web.Application:
+    """The gateway's aiohttp application: every path goes to :meth:`S3Routes.handle`. A node of
+    a cluster names itself in every response (``x-metaproxy-node``)."""
     routes = S3Routes(gw)
     app = web.Application(client_max_size=MAX_PUT, middlewares=[s3_boundary])
     app.router.add_route("*", "/{tail:.*}", routes.handle)
+    if node:
+
+        async def name_node(_: web.Request, resp: web.StreamResponse) -> None:
+            resp.headers[NODE_HEADER] = node
+
+        app.on_response_prepare.append(name_node)
     return app

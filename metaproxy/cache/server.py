@@ -29,6 +29,9 @@ from metaproxy.ufs import UfsNotFound, UfsSet
 
 log = logging.getLogger("metaproxy.gateway")
 
+#: how long the S3 endpoint's event loop may take to run a task before /health says it is stuck
+LOOP_HEALTH_S = 1.0
+
 
 def _probe(ufs: UfsSet, uri: str) -> None:
     """A UFS answers if it says anything about ``uri`` — "not found" included."""
@@ -39,7 +42,10 @@ def _probe(ufs: UfsSet, uri: str) -> None:
 class GatewayServer:
     """One gateway: ``start()`` returns once it serves; ``stop()`` ends every thread it began."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, node: str = "") -> None:
+        """``node``: this gateway's name in a cluster (its responses and metrics carry it)."""
+        self.node = node
+        self.draining = False
         self.gateway = Gateway(config)
         if not self.gateway.keys:
             self.gateway.close()
@@ -58,7 +64,7 @@ class GatewayServer:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self._runner = web.AppRunner(make_app(self.gateway), access_log=None)
+        self._runner = web.AppRunner(make_app(self.gateway, self.node), access_log=None)
         self.loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, self.config.gateway.host, self.config.gateway.port)
         self.loop.run_until_complete(site.start())
@@ -132,7 +138,8 @@ class GatewayServer:
             self.config.proxy.admin_host,
             self.config.gateway.admin_port,
             lambda: {
-                "ok": True,
+                **self._loop_health(),
+                "node": self.node,
                 "port": self.port,
                 "mounts": [mt.path for mt in gw.mounts],
                 "ufs_not_answering": gw.health.status(),
@@ -146,8 +153,28 @@ class GatewayServer:
                 "/cache/unpin": lambda a: m.unpin(str(a["path"])),
                 "/cache/free": lambda a: m.free(str(a["path"])),
                 "/cache/ttl": ttl,
+                "/drain": self._drain,
             },
+            labels={"node": self.node} if self.node else None,
         )
+
+    def _drain(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``{"drain": true}``: /health answers 503, so the balancer sends this node nothing
+        new (before it is stopped); ``false`` takes it back. It keeps serving meanwhile."""
+        self.draining = bool(args.get("drain", True))
+        return {"node": self.node, "draining": self.draining}
+
+    def _loop_health(self) -> dict[str, Any]:
+        """``ok`` while the S3 endpoint's event loop runs a task within a second and the node
+        is not draining: a node whose loop is stuck is reported, and a balancer's health check
+        takes it out."""
+        if self.draining:
+            return {"ok": False, "error": "draining: taken out of the balancer on purpose"}
+        try:
+            asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self.loop).result(timeout=LOOP_HEALTH_S)
+            return {"ok": True}
+        except Exception as e:  # a timeout, or a loop that has stopped
+            return {"ok": False, "error": f"the S3 endpoint's event loop did not answer: {type(e).__name__}"}
 
     def _sweep(self) -> None:
         """Flush read times every few seconds; free TTL'd versions every ``ttl_check_interval``."""

@@ -19,6 +19,7 @@ from metaproxy_devstack.common import (
     S3_REGION,
     S3_SECRET_KEY,
 )
+from metaproxy_devstack.components.cluster import cluster_toml, gateway_url
 
 if TYPE_CHECKING:
     from metaproxy_devstack.layout import StackLayout
@@ -54,7 +55,7 @@ profile = "passthrough"
 
 [gateway]
 port = $gateway
-endpoint = "http://$host:$gateway"
+endpoint = "$gateway_url"
 bucket = "metaproxy"
 access_key = "$gateway_access_key"
 secret_key = "$gateway_secret_key"
@@ -96,7 +97,7 @@ path = "/lake"
 ufs = ["$hdfs/warehouse/lake", "s3://metaproxy-lake/lake"]
 read_priority = ["s3", "hdfs"]
 create_target = "s3"
-"""
+$cluster"""
 )
 
 _PORTS = ("hms", "hdfs_http", "proxy", "proxy_admin", "proxy_onprem", "proxy_passthrough")
@@ -116,6 +117,8 @@ def stack_config(st: StackLayout) -> Path:
         s3_region=S3_REGION,
         s3_access_key=S3_ACCESS_KEY,
         s3_secret_key=S3_SECRET_KEY,
+        gateway_url=gateway_url(st),
+        cluster=("\n" + cluster_toml(st)) if st.nodes > 1 else "",
     )
     path = st.conf / "metaproxy.toml"
     path.parent.mkdir(parents=True, exist_ok=True)

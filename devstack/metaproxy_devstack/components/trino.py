@@ -19,6 +19,7 @@ from metaproxy_devstack.common import (
     S3_SECRET_KEY,
     TRINO_VERSION,
 )
+from metaproxy_devstack.components.cluster import gateway_url
 from metaproxy_devstack.components.hdfs import site_xml
 from metaproxy_devstack.procs import java_home
 
@@ -127,23 +128,40 @@ def _write_direct_catalogs(st: StackLayout, etc: Path) -> None:
 THROUGH_METAPROXY = {"hive.metastore.thrift.client.max-retry-time": "2s"}
 
 
-def _write_metaproxy_catalogs(st: StackLayout, etc: Path) -> None:
-    """Through metaproxy: ``onprem`` with the cloud profile (its gateway bucket goes to the cache
-    gateway through an S3 security mapping), ``passthrough`` rewriting nothing.
-    """
-    mapping = etc / "onprem-s3-mapping.json"
+#: how soon Trino sees a new gateway endpoint in the ``onprem`` mapping
+MAPPING_REFRESH_S = 2
+MAPPING_REFRESH = f"{MAPPING_REFRESH_S}s"
+
+
+def write_gateway_mapping(st: StackLayout, etc: Path | None = None, endpoint: str = "") -> Path:
+    """The S3 security mapping of ``onprem``: the gateway bucket to the gateway (the balancer of
+    a gateway cluster; or ``endpoint``, for a bench's own gateways), every other location to the
+    stack's S3."""
+    mapping = (etc or st.conf / "trino") / "onprem-s3-mapping.json"
     gateway = {
         "prefix": "s3://metaproxy/",
-        "endpoint": f"http://{HOST}:{st.port('gateway')}",
+        "endpoint": endpoint or gateway_url(st),
         "region": S3_REGION,
         "accessKey": GATEWAY_ACCESS_KEY,
         "secretKey": GATEWAY_SECRET_KEY,
     }
-    mapping.write_text(json.dumps({"mappings": [gateway, {"useClusterDefault": True}]}, indent=2))
+    tmp = mapping.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"mappings": [gateway, {"useClusterDefault": True}]}, indent=2))
+    tmp.replace(mapping)
+    return mapping
+
+
+def _write_metaproxy_catalogs(st: StackLayout, etc: Path) -> None:
+    """Through metaproxy: ``onprem`` with the cloud profile (its gateway bucket goes to the cache
+    gateway through an S3 security mapping), ``passthrough`` rewriting nothing.
+    """
+    mapping = write_gateway_mapping(st, etc)
     onprem = {
         **THROUGH_METAPROXY,
         "s3.security-mapping.enabled": "true",
         "s3.security-mapping.config-file": str(mapping),
+        # re-read, so a gateway cluster can be added or removed under a running Trino
+        "s3.security-mapping.refresh-period": MAPPING_REFRESH,
     }
     proxy = f"thrift://{HOST}:{st.port('proxy')}"
     (etc / "catalog" / "onprem.properties").write_text(trino_catalog(proxy, st, onprem))
