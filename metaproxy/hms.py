@@ -83,6 +83,10 @@ class connect:  # noqa: N801 - used as a function: ``with connect(uri) as client
 
     def __init__(self, uri: str, timeout_s: float = 60.0, security: Security | None = None) -> None:
         host, port = parse_thrift_uri(uri)
+        if security is None:
+            from metaproxy.security import client_security
+
+            security = client_security()
         if security is not None and security.kerberos:
             # SASL frames whole messages: the buffered transport hands over one per flush
             self._transport = TTransport.TBufferedTransport(_SecureTransport(security, host, port, timeout_s))

@@ -25,7 +25,17 @@ from metaproxy.security.sasl import SaslError, client_handshake
 if TYPE_CHECKING:
     from metaproxy.config import Config
 
-__all__ = ["KerberosLogin", "KeytabError", "SaslError", "Security", "expand_host", "security_for"]
+__all__ = [
+    "KerberosLogin",
+    "KeytabError",
+    "SaslError",
+    "Security",
+    "client_security",
+    "expand_host",
+    "security_for",
+    "spnego_auth",
+    "use_for_clients",
+]
 
 
 def server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
@@ -54,6 +64,8 @@ class Security:
     service_principal: str = ""
     #: the SASL layers accepted from the HMS, strongest first
     layers: tuple[str, ...] = ("auth-conf", "auth-int", "auth")
+    #: WebHDFS with SPNEGO as the login's principal ([hdfs] auth = "kerberos")
+    spnego: bool = False
     cert_file: str = ""
     key_file: str = ""
     ca_file: str = ""
@@ -125,10 +137,36 @@ def security_for(config: Config) -> Security:
                 login=login,
                 service_principal=ms.service_principal,
                 layers=ms.sasl_qop,
+                spnego=config.hdfs.auth == "kerberos",
                 cert_file=tls.cert_file,
                 key_file=tls.key_file,
                 ca_file=tls.ca_file,
             )
             _by_config[id(config)] = (config, sec)
-            return sec
-        return found[1]
+        else:
+            sec = found[1]
+    use_for_clients(sec)
+    return sec
+
+
+_clients: Security | None = None
+
+
+def use_for_clients(security: Security | None) -> None:
+    """Make ``security`` what this process's HMS and WebHDFS clients use when they are given
+    none (the services set their config's; the development tools the stack's)."""
+    global _clients
+    _clients = security
+
+
+def client_security() -> Security | None:
+    """What :func:`use_for_clients` set, if anything."""
+    return _clients
+
+
+def spnego_auth(security: Security) -> Any:
+    """A ``requests`` auth object doing SPNEGO as the login's principal."""
+    from requests_gssapi import OPTIONAL, HTTPSPNEGOAuth
+
+    assert security.login is not None
+    return HTTPSPNEGOAuth(creds=security.login.initiator(), mutual_authentication=OPTIONAL)

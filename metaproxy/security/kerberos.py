@@ -28,6 +28,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from metaproxy.config import ConfigError
+
 log = logging.getLogger("metaproxy.kerberos")
 
 RENEWALS = Counter("metaproxy_kerberos_renewals", "Tickets obtained from the keytab", ["outcome"])
@@ -37,7 +39,7 @@ KDC_UP = Gauge("metaproxy_kerberos_kdc_up", "1 if the last ticket request reache
 _caches = itertools.count(1)
 
 
-class KeytabError(RuntimeError):
+class KeytabError(ConfigError):
     """The keytab is missing, unreadable or lacks the principal."""
 
 

@@ -16,7 +16,7 @@ import http.client
 import json
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -24,6 +24,9 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from metaproxy.ufs import FileStatus, Ufs, UfsError, UfsNotFound, UfsUnavailable
+
+if TYPE_CHECKING:
+    from metaproxy.security import Security
 
 
 def hdfs_path(uri_or_path: str) -> str:
@@ -38,11 +41,19 @@ def hdfs_path(uri_or_path: str) -> str:
 class WebHdfs(Ufs):
     """HDFS as a UFS: a thread-safe WebHDFS client (one HTTP session per thread)."""
 
-    def __init__(self, base_url: str, user: str = "hdfs", timeout: float = 60.0) -> None:
+    def __init__(
+        self, base_url: str, user: str = "hdfs", timeout: float = 60.0, security: Security | None = None
+    ) -> None:
+        from metaproxy.security import client_security
+
         self.base_url = base_url.rstrip("/")
         self.user = user
         self.timeout = timeout
         self._local = threading.local()
+        #: SPNEGO (Kerberos) and the CA an https:// WebHDFS is verified with; by default what
+        #: the process's config asks for
+        self.security = security if security is not None else client_security()
+        self.spnego = bool(self.security is not None and self.security.spnego and self.security.kerberos)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -57,7 +68,16 @@ class WebHdfs(Ufs):
             adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
             s.mount("http://", adapter)
             s.mount("https://", adapter)
+            if self.security is not None and self.security.ca_file:
+                s.verify = self.security.ca_file
             self._local.session = s
+        if self.spnego:
+            from metaproxy.security import spnego_auth
+
+            assert self.security is not None
+            # the login's current ticket (it is renewed from the keytab as it ages); the
+            # NameNode's cookie saves the handshake on later requests
+            s.auth = spnego_auth(self.security)
         return s
 
     def _url(self, path: str) -> str:
@@ -78,7 +98,7 @@ class WebHdfs(Ufs):
         allow_redirects: bool = True,
         url: str | None = None,
     ) -> requests.Response:
-        query = {"op": op, "user.name": self.user}
+        query = {"op": op} if self.spnego else {"op": op, "user.name": self.user}
         if params:
             query.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items()})
         target = url or self._url(path)
