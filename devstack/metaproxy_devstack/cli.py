@@ -43,7 +43,15 @@ def stack() -> None:
     + ", ".join(f"{v} (Hive {r})" for v, r in HMS_RELEASES.items())
     + ". The WAN link needs 4.0.",
 )
-def stack_up(wan: bool, rtt_ms: float, mbit: float, hms_version: str) -> None:
+@click.option(
+    "--secure",
+    is_flag=True,
+    envvar="METAPROXY_SECURE",
+    show_envvar=True,
+    help="Kerberos (an MIT KDC of the stack's own) on HDFS, the HMS, Trino and metaproxy, and TLS "
+    "from a throw-away CA. Needs Hive Metastore 4.0 and no WAN link.",
+)
+def stack_up(wan: bool, rtt_ms: float, mbit: float, hms_version: str, secure: bool) -> None:
     """Start the stack (or reuse the running one) and print its endpoints.
 
     A running stack of another kind (with or without the link, another Hive Metastore version)
@@ -52,7 +60,9 @@ def stack_up(wan: bool, rtt_ms: float, mbit: float, hms_version: str) -> None:
     from metaproxy_devstack.launcher import Stack, StackError
 
     try:
-        ep = Stack(wan={"rtt_ms": rtt_ms, "mbit": mbit} if wan else None, hms_version=hms_version).up()
+        ep = Stack(
+            wan={"rtt_ms": rtt_ms, "mbit": mbit} if wan else None, hms_version=hms_version, secure=secure
+        ).up()
     except StackError as e:
         click.echo(f"stack: {e}", err=True)
         sys.exit(1)

@@ -27,6 +27,9 @@ class StackLayout:
     #: the Hive Metastore version (one of ``HMS_VERSIONS``: "2.3", "3.1", "4.0"); None: the
     #: running stack's, else the default (4.0)
     hms_version: str | None = None
+    #: the secure stack (``stack up --secure``): a KDC, Kerberos on HDFS, the HMS, Trino and
+    #: metaproxy, TLS from a throw-away CA (see :mod:`metaproxy_devstack.components.kdc`)
+    secure: bool = False
 
     def __post_init__(self) -> None:
         if self.hms_version is not None and self.hms_version not in HMS_VERSIONS:
@@ -38,6 +41,12 @@ class StackLayout:
     def hms(self) -> str:
         """The Hive Metastore version the stack runs (or will run)."""
         return self.hms_version or DEFAULT_HMS_VERSION
+
+    @property
+    def service_host(self) -> str:
+        """The name clients use for the HMS and HDFS: with Kerberos, the host of their service
+        principals (``localhost``), else the loopback address."""
+        return "localhost" if self.secure else HOST
 
     @property
     def onprem_host(self) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import builtins
 import http.client
 import json
+import ssl
 import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,14 @@ class WebHdfs(Ufs):
             # NameNode's cookie saves the handshake on later requests
             s.auth = spnego_auth(self.security)
         return s
+
+    def _tls(self) -> ssl.SSLContext:
+        """The client TLS context for DataNodes (verified with the CA file, if one is set)."""
+        ctx = getattr(self, "_tls_context", None)
+        if ctx is None:
+            ca = self.security.ca_file if self.security is not None else ""
+            ctx = self._tls_context = ssl.create_default_context(cafile=ca or None)
+        return ctx
 
     def _url(self, path: str) -> str:
         p = hdfs_path(path)
@@ -187,8 +196,13 @@ class WebHdfs(Ufs):
         if resp.status_code not in (301, 302, 303, 307, 308) or not location:
             raise UfsError(f"{where}: expected the bytes or a redirect, got HTTP {resp.status_code}")
         target = urlsplit(location)
-        conn_type = http.client.HTTPSConnection if target.scheme == "https" else http.client.HTTPConnection
-        conn = conn_type(target.hostname or "", target.port, timeout=self.timeout)
+        conn: http.client.HTTPConnection
+        if target.scheme == "https":
+            conn = http.client.HTTPSConnection(
+                target.hostname or "", target.port, timeout=self.timeout, context=self._tls()
+            )
+        else:
+            conn = http.client.HTTPConnection(target.hostname or "", target.port, timeout=self.timeout)
         try:
             conn.request("GET", f"{target.path}?{target.query}" if target.query else target.path)
             r = conn.getresponse()

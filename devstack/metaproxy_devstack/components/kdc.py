@@ -22,7 +22,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from metaproxy_devstack.common import HOST, StackError
 
@@ -194,6 +194,7 @@ def create_realm(st: StackLayout) -> dict[str, str]:
 def prepare_kdc(st: StackLayout) -> tuple[list[str], dict[str, str]]:
     env = create_realm(st)
     make_ca(st)
+    use_stack_kerberos(st)
     return [_tool("krb5kdc"), "-n", "-r", REALM], env
 
 
@@ -325,3 +326,60 @@ def make_ca(st: StackLayout) -> TlsFiles:
         )
     )
     return files
+
+
+# -- the stack's own clients -------------------------------------------------------------------
+
+_securities: dict[tuple[str, float], Any] = {}
+
+
+def stack_security(st: StackLayout) -> Any:
+    """How the stack's tools (readiness checks, the sample loader, the tests) reach its HMS and
+    WebHDFS: as metaproxy's principal, verifying TLS with the stack's CA."""
+    from metaproxy.security import KerberosLogin, Security
+
+    kt = keytab(st, "metaproxy")
+    key = (str(kt), kt.stat().st_mtime)  # a new realm has new keys: a new login
+    if key not in _securities:
+        _securities[key] = Security(
+            login=KerberosLogin(PRINCIPALS["metaproxy"].full, str(kt), 600.0, 60.0),
+            service_principal=PRINCIPALS["hive"].full,
+            spnego=True,
+            ca_file=str(tls_files(st).ca),
+        )
+    return _securities[key]
+
+
+def use_stack_kerberos(st: StackLayout) -> None:
+    """Point this process at the stack's realm (``KRB5_CONFIG``) and, once the keytabs exist,
+    make the stack's security what its HMS and WebHDFS clients use by default."""
+    from metaproxy.security import use_for_clients
+
+    os.environ.update(kerberos_env(st))
+    if keytab(st, "metaproxy").exists():
+        use_for_clients(stack_security(st))
+
+
+def secure_endpoints(st: StackLayout) -> dict[str, Any]:
+    """What endpoints.json says of the secure stack (see the package docstring)."""
+    files = tls_files(st)
+    return {
+        "hms": f"thrift://{SERVICE_HOST}:{st.port('hms')}",
+        "hdfs": f"hdfs://{SERVICE_HOST}:{st.port('hdfs_rpc')}",
+        "webhdfs": f"https://{SERVICE_HOST}:{st.port('hdfs_https')}",
+        "proxy": f"thrift://{SERVICE_HOST}:{st.port('proxy')}",
+        "proxy_onprem": f"thrift://{SERVICE_HOST}:{st.port('proxy_onprem')}",
+        "proxy_passthrough": f"thrift://{SERVICE_HOST}:{st.port('proxy_passthrough')}",
+        "secure": {
+            "realm": REALM,
+            "kdc": f"{HOST}:{st.port('kdc')}",
+            "krb5_conf": str(krb5_conf_path(st)),
+            "principals": {role: p.full for role, p in PRINCIPALS.items()},
+            "keytabs": {role: str(keytab(st, role)) for role in PRINCIPALS},
+            "ca_file": str(files.ca),
+            "cert_file": str(files.cert),
+            "key_file": str(files.key),
+            "truststore": str(files.truststore),
+            "store_password": STORE_PASSWORD,
+        },
+    }

@@ -19,7 +19,8 @@ from metaproxy_devstack.common import (
     S3_SECRET_KEY,
     TRINO_VERSION,
 )
-from metaproxy_devstack.components.hdfs import site_xml
+from metaproxy_devstack.components.hdfs import secure_client_site, secure_core_site, site_xml
+from metaproxy_devstack.components.kdc import PRINCIPALS, SERVICE_HOST, java_kerberos_opts, keytab, tls_files
 from metaproxy_devstack.procs import java_home
 
 if TYPE_CHECKING:
@@ -79,7 +80,8 @@ def _write_server_config(st: StackLayout, etc: Path) -> None:
         "query.max-memory-per-node=1GB\n"
         "task.concurrency=2\n"
     )
-    (etc / "jvm.config").write_text("\n".join(JVM_CONFIG) + "\n")
+    jvm = JVM_CONFIG + (java_kerberos_opts(st) if st.secure else [])
+    (etc / "jvm.config").write_text("\n".join(jvm) + "\n")
     (etc / "log.properties").write_text("io.trino=INFO\n")
 
 
@@ -87,9 +89,32 @@ def _write_server_config(st: StackLayout, etc: Path) -> None:
 DIRECT_CACHE_TTL = "60s"
 
 
+def secure_catalog(st: StackLayout, etc: Path, service_principal: str) -> dict[str, str]:
+    """A catalog of the secure stack: Kerberos as ``trino`` to its metastore (whose principal is
+    ``service_principal``) and to HDFS (SASL data transfer too)."""
+    site = etc / "secure-hadoop-site.xml"
+    site.write_text(site_xml({**secure_core_site(), **secure_client_site()}))
+    trino_keytab = str(keytab(st, "trino"))
+    return {
+        "hive.metastore.authentication.type": "KERBEROS",
+        "hive.metastore.service.principal": service_principal,
+        "hive.metastore.client.principal": PRINCIPALS["trino"].full,
+        "hive.metastore.client.keytab": trino_keytab,
+        "hive.hdfs.authentication.type": "KERBEROS",
+        "hive.hdfs.trino.principal": PRINCIPALS["trino"].full,
+        "hive.hdfs.trino.keytab": trino_keytab,
+        "hive.config.resources": str(site),
+    }
+
+
 def _write_direct_catalogs(st: StackLayout, etc: Path) -> None:
     """``direct`` (the HMS and HDFS themselves); with the WAN link also ``direct_cache`` (Trino's
     file-system cache) and ``direct_cache_ttl`` (that, plus its metastore and listing caches)."""
+    if st.secure:
+        hms = f"thrift://{SERVICE_HOST}:{st.port('hms')}"
+        props = secure_catalog(st, etc, PRINCIPALS["hive"].full)
+        (etc / "catalog" / "direct.properties").write_text(trino_catalog(hms, st, props))
+        return
     hms = f"thrift://{st.onprem_host}:{st.port('hms')}"
     (etc / "catalog" / "direct.properties").write_text(trino_catalog(hms, st))
     if st.wan is None:
@@ -140,19 +165,25 @@ def _write_metaproxy_catalogs(st: StackLayout, etc: Path) -> None:
         "secretKey": GATEWAY_SECRET_KEY,
     }
     mapping.write_text(json.dumps({"mappings": [gateway, {"useClusterDefault": True}]}, indent=2))
+    through = dict(THROUGH_METAPROXY)
+    if st.secure:
+        # Kerberos to the proxy's own principal, over TLS verified with the stack's CA
+        through.update(secure_catalog(st, etc, PRINCIPALS["metaproxy"].full))
+        through["hive.metastore.thrift.client.ssl.enabled"] = "true"
+        through["hive.metastore.thrift.client.ssl.trust-certificate"] = str(tls_files(st).ca)
     (etc / "catalog" / "onprem.properties").write_text(
         trino_catalog(
-            f"thrift://{HOST}:{st.port('proxy')}",
+            f"thrift://{st.service_host}:{st.port('proxy')}",
             st,
             {
-                **THROUGH_METAPROXY,
+                **through,
                 "s3.security-mapping.enabled": "true",
                 "s3.security-mapping.config-file": str(mapping),
             },
         )
     )
     (etc / "catalog" / "passthrough.properties").write_text(
-        trino_catalog(f"thrift://{HOST}:{st.port('proxy_passthrough')}", st, THROUGH_METAPROXY)
+        trino_catalog(f"thrift://{st.service_host}:{st.port('proxy_passthrough')}", st, through)
     )
 
 
