@@ -3,6 +3,7 @@ classpath (whatever HMS version the stack runs)."""
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -100,6 +101,15 @@ def secure_client_site() -> dict[str, str]:
     }
 
 
+def _http_secret(st: StackLayout) -> Path:
+    """The secret HTTP endpoints sign their authentication cookie with (one per realm)."""
+    path = st.conf / "hdfs-http-secret"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path
+
+
 def _secure_hdfs_site(st: StackLayout, conf: Path) -> dict[str, str]:
     """Kerberos on RPC, SPNEGO on HTTP, SASL on data transfer (so the DataNode needs no
     privileged port), and HTTPS only (which SASL data transfer requires) with the stack CA's
@@ -133,6 +143,13 @@ def _secure_hdfs_site(st: StackLayout, conf: Path) -> dict[str, str]:
         "dfs.web.authentication.kerberos.principal": PRINCIPALS["http"].full,
         "dfs.web.authentication.kerberos.keytab": hdfs_keytab,
         "dfs.namenode.kerberos.internal.spnego.principal": PRINCIPALS["http"].full,
+        # SPNEGO on the HTTP endpoints (WebHDFS among them); without it their filter lets
+        # requests through unauthenticated and WebHDFS then refuses them
+        "hadoop.http.authentication.type": "kerberos",
+        "hadoop.http.authentication.kerberos.principal": PRINCIPALS["http"].full,
+        "hadoop.http.authentication.kerberos.keytab": hdfs_keytab,
+        "hadoop.http.authentication.simple.anonymous.allowed": "false",
+        "hadoop.http.authentication.signature.secret.file": str(_http_secret(st)),
         "dfs.http.policy": "HTTPS_ONLY",
         "dfs.namenode.https-address": f"{HOST}:{st.port('hdfs_https')}",
         "dfs.datanode.https.address": f"{HOST}:{st.port('datanode_https')}",
