@@ -85,7 +85,10 @@ def secure_core_site() -> dict[str, str]:
         "hadoop.security.authentication": "kerberos",
         "hadoop.security.authorization": "false",
         "hadoop.rpc.protection": "authentication,integrity,privacy",
-        # metaproxy's principal may act for others (delegation tokens it asks the HMS for)
+        # the HMS works on HDFS as the client it serves, and metaproxy's principal may act for
+        # others (delegation tokens it asks the HMS for)
+        "hadoop.proxyuser.hive.hosts": "*",
+        "hadoop.proxyuser.hive.groups": "*",
         "hadoop.proxyuser.metaproxy.hosts": "*",
         "hadoop.proxyuser.metaproxy.groups": "*",
     }
