@@ -19,6 +19,19 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: the Hive Metastore version of the test stack
 HMS_VERSION = os.environ.get("METAPROXY_HMS") or "4.0"
+#: the secure stack (Kerberos, TLS): ``METAPROXY_SECURE=1 pytest -m secure``
+SECURE = os.environ.get("METAPROXY_SECURE", "").lower() in ("1", "true", "yes")
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Tests that need the secure stack wait for the secure run; the others stay out of it."""
+    for item in items:
+        if item.get_closest_marker("secure_only") and not SECURE:
+            item.add_marker(
+                pytest.mark.skip(reason="needs the secure stack: METAPROXY_SECURE=1 pytest -m secure")
+            )
+        elif SECURE and not item.get_closest_marker("secure") and item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.skip(reason="not a test of the secure stack"))
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +39,7 @@ def stack() -> Iterator[dict[str, Any]]:
     """The running stack's endpoints (see metaproxy_devstack)."""
     from metaproxy_devstack.launcher import Stack, StackError
 
-    st = Stack(hms_version=HMS_VERSION)
+    st = Stack(hms_version=HMS_VERSION, secure=SECURE)
     reused = st.is_running()
     try:
         endpoints = st.up()

@@ -64,6 +64,8 @@ class Security:
     service_principal: str = ""
     #: the SASL layers accepted from the HMS, strongest first
     layers: tuple[str, ...] = ("auth-conf", "auth-int", "auth")
+    #: the metastore is reached over TLS (verified with ca_file): a proxy listener with tls = true
+    hms_tls: bool = False
     #: WebHDFS with SPNEGO as the login's principal ([hdfs] auth = "kerberos")
     spnego: bool = False
     cert_file: str = ""
@@ -92,6 +94,12 @@ class Security:
         process has a Kerberos login, else a plain socket."""
         sock = socket.create_connection((host, port), timeout=connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.hms_tls:
+            try:
+                sock = self.client_tls().wrap_socket(sock, server_hostname=host)
+            except BaseException:
+                sock.close()
+                raise
         if self.login is None:
             sock.settimeout(call_timeout)
             return sock
