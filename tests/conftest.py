@@ -47,6 +47,8 @@ def stack() -> Iterator[dict[str, Any]]:
         if IN_CI:
             pytest.fail(f"the local stack did not start: {e}", pytrace=False)
         pytest.skip(f"the local stack did not start: {e}")
+    if SECURE:  # the admin endpoints and the gateway serve TLS from the stack's CA
+        os.environ["REQUESTS_CA_BUNDLE"] = endpoints["secure"]["ca_file"]
     yield endpoints
     if not reused and not os.environ.get("METAPROXY_KEEP_STACK"):
         st.down(quiet=True)

@@ -82,6 +82,16 @@ def kerberos_env(st: StackLayout) -> dict[str, str]:
     return {"KRB5_CONFIG": str(krb5_conf_path(st)), "KRB5RCACHETYPE": "none"}
 
 
+def java_truststore_opts(st: StackLayout) -> list[str]:
+    """The JVM flags that make Java trust the stack's CA (and only it)."""
+    files = tls_files(st)
+    return [
+        f"-Djavax.net.ssl.trustStore={files.truststore}",
+        f"-Djavax.net.ssl.trustStorePassword={STORE_PASSWORD}",
+        "-Djavax.net.ssl.trustStoreType=PKCS12",
+    ]
+
+
 def java_kerberos_opts(st: StackLayout) -> list[str]:
     """The JVM flags that point Java's Kerberos at the stack's realm."""
     return [
@@ -370,6 +380,9 @@ def secure_endpoints(st: StackLayout) -> dict[str, Any]:
         "proxy": f"thrift://{SERVICE_HOST}:{st.port('proxy')}",
         "proxy_onprem": f"thrift://{SERVICE_HOST}:{st.port('proxy_onprem')}",
         "proxy_passthrough": f"thrift://{SERVICE_HOST}:{st.port('proxy_passthrough')}",
+        "admin": f"https://{SERVICE_HOST}:{st.port('proxy_admin')}",
+        "gateway": f"https://{SERVICE_HOST}:{st.port('gateway')}",
+        "gateway_admin": f"https://{SERVICE_HOST}:{st.port('gateway_admin')}",
         "secure": {
             "realm": REALM,
             "kdc": f"{HOST}:{st.port('kdc')}",

@@ -45,7 +45,7 @@ writable_databases = ["scratch.*", "lake.*"]
 $metastore_extra
 [proxy]
 admin_port = $proxy_admin
-mount_refresh = "1s"
+$admin_extramount_refresh = "1s"
 audit_log = "$logs/proxy-audit.log"
 
 [[proxy.listener]]
@@ -62,8 +62,8 @@ profile = "passthrough"
 $listener_extra
 [gateway]
 port = $gateway
-endpoint = "http://$host:$gateway"
-bucket = "metaproxy"
+endpoint = "$gateway_endpoint"
+$admin_extra$gateway_extrabucket = "metaproxy"
 access_key = "$gateway_access_key"
 secret_key = "$gateway_secret_key"
 block_size = "1MiB"
@@ -120,6 +120,9 @@ def _secure_parts(st: StackLayout) -> dict[str, str]:
             "hdfs_extra": "",
             "secure_sections": "",
             "webhdfs": f"http://{st.onprem_host}:{st.port('hdfs_http')}",
+            "admin_extra": "",
+            "gateway_extra": "",
+            "gateway_endpoint": f"http://{HOST}:{st.port('gateway')}",
         }
     tls = tls_files(st)
     allowed = ", ".join(f'"{PRINCIPALS[r].full}"' for r in ("trino", "user", "metaproxy", "short"))
@@ -136,6 +139,10 @@ def _secure_parts(st: StackLayout) -> dict[str, str]:
             '\n[kerberos]\ncheck_interval = "10s"\n'
         ),
         "webhdfs": f"https://{SERVICE_HOST}:{st.port('hdfs_https')}",
+        # the S3 API and both admin endpoints over TLS too
+        "admin_extra": "admin_tls = true\n",
+        "gateway_extra": "tls = true\n",
+        "gateway_endpoint": f"https://{SERVICE_HOST}:{st.port('gateway')}",
     }
 
 
@@ -177,9 +184,17 @@ def _env(st: StackLayout) -> dict[str, str]:
     return kerberos_env(st) if st.secure else {}
 
 
+def _https(st: StackLayout) -> tuple[str, str | bool]:
+    """The scheme of the services' HTTP endpoints, and what verifies them."""
+    return ("https", str(tls_files(st).ca)) if st.secure else ("http", True)
+
+
 def proxy_ready(st: StackLayout) -> bool:
+    scheme, verify = _https(st)
     try:
-        r = requests.get(f"http://{HOST}:{st.port('proxy_admin')}/health", timeout=5)
+        r = requests.get(
+            f"{scheme}://{st.service_host}:{st.port('proxy_admin')}/health", timeout=5, verify=verify
+        )
         return r.status_code == 200 and r.json().get("ok") is True
     except (requests.RequestException, ValueError):
         return False
@@ -187,8 +202,11 @@ def proxy_ready(st: StackLayout) -> bool:
 
 def gateway_ready(st: StackLayout) -> bool:
     """The gateway answers an unsigned request with S3's 403 AccessDenied."""
+    scheme, verify = _https(st)
     try:
-        r = requests.get(f"http://{HOST}:{st.port('gateway')}/metaproxy/", timeout=5)
+        r = requests.get(
+            f"{scheme}://{st.service_host}:{st.port('gateway')}/metaproxy/", timeout=5, verify=verify
+        )
         return r.status_code == 403 and b"AccessDenied" in r.content
     except requests.RequestException:
         return False

@@ -20,7 +20,14 @@ from metaproxy_devstack.common import (
     TRINO_VERSION,
 )
 from metaproxy_devstack.components.hdfs import secure_client_site, secure_core_site, site_xml
-from metaproxy_devstack.components.kdc import PRINCIPALS, SERVICE_HOST, java_kerberos_opts, keytab, tls_files
+from metaproxy_devstack.components.kdc import (
+    PRINCIPALS,
+    SERVICE_HOST,
+    java_kerberos_opts,
+    java_truststore_opts,
+    keytab,
+    tls_files,
+)
 from metaproxy_devstack.procs import java_home
 
 if TYPE_CHECKING:
@@ -80,7 +87,8 @@ def _write_server_config(st: StackLayout, etc: Path) -> None:
         "query.max-memory-per-node=1GB\n"
         "task.concurrency=2\n"
     )
-    jvm = JVM_CONFIG + (java_kerberos_opts(st) if st.secure else [])
+    # secure: the gateway's S3 API is reached over TLS, verified with the stack's CA
+    jvm = JVM_CONFIG + (java_kerberos_opts(st) + java_truststore_opts(st) if st.secure else [])
     (etc / "jvm.config").write_text("\n".join(jvm) + "\n")
     (etc / "log.properties").write_text("io.trino=INFO\n")
 
@@ -159,7 +167,9 @@ def _write_metaproxy_catalogs(st: StackLayout, etc: Path) -> None:
     mapping = etc / "onprem-s3-mapping.json"
     gateway = {
         "prefix": "s3://metaproxy/",
-        "endpoint": f"http://{HOST}:{st.port('gateway')}",
+        "endpoint": f"https://{SERVICE_HOST}:{st.port('gateway')}"
+        if st.secure
+        else f"http://{HOST}:{st.port('gateway')}",
         "region": S3_REGION,
         "accessKey": GATEWAY_ACCESS_KEY,
         "secretKey": GATEWAY_SECRET_KEY,
