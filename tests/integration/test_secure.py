@@ -248,7 +248,7 @@ def test_kdc_outage_after_start(stack: dict[str, Any], kproxy: Any) -> None:
     from prometheus_client import generate_latest
 
     from metaproxy_devstack.common import endpoints_path
-    from metaproxy_devstack.components.kdc import REALM, kerberos_env
+    from metaproxy_devstack.components.kdc import kdc_command
     from metaproxy_devstack.launcher import Stack
     from metaproxy_devstack.procs import spawn, stop_group
 
@@ -270,8 +270,8 @@ def test_kdc_outage_after_start(stack: dict[str, Any], kproxy: Any) -> None:
         assert b'metaproxy_kerberos_renewals_total{outcome="failed"}' in generate_latest()
     finally:
         # the same realm database again, and the stack's records name the new process
-        env = {**kerberos_env(st), "KRB5_KDC_PROFILE": str(st.conf / "kdc.conf")}
-        pid = spawn(["/usr/sbin/krb5kdc", "-n", "-r", REALM], env, st.logs / "kdc.log", cwd=st.dir)
+        argv, env = kdc_command(st)
+        pid = spawn(argv, env, st.logs / "kdc.log", cwd=st.dir)
         (st.dir / "pids" / "kdc.pid").write_text(str(pid))
         ep = json.loads(endpoints_path(st.dir).read_text())
         ep["pids"]["kdc"] = pid

@@ -201,11 +201,19 @@ def create_realm(st: StackLayout) -> dict[str, str]:
     return env
 
 
+def kdc_command(st: StackLayout) -> tuple[list[str], dict[str, str]]:
+    """The KDC's command and environment, on the realm database already created."""
+    return [_tool("krb5kdc"), "-n", "-r", REALM], {
+        **kerberos_env(st),
+        "KRB5_KDC_PROFILE": str(st.conf / "kdc.conf"),
+    }
+
+
 def prepare_kdc(st: StackLayout) -> tuple[list[str], dict[str, str]]:
-    env = create_realm(st)
+    create_realm(st)
     make_ca(st)
     use_stack_kerberos(st)
-    return [_tool("krb5kdc"), "-n", "-r", REALM], env
+    return kdc_command(st)
 
 
 def kdc_ready(st: StackLayout) -> bool:
