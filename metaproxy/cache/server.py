@@ -140,6 +140,7 @@ class GatewayServer:
                 "mounts": [mt.path for mt in gw.mounts],
                 "ufs_not_answering": gw.health.status(),
                 "notification_log": self.events.status() if self.events is not None else {"followed": False},
+                "kerberos": security_for(self.config).status(),
             },
             {"/report": gw.report, "/cache/rules": m.rules},
             {
