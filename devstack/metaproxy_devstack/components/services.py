@@ -45,7 +45,7 @@ writable_databases = ["scratch.*", "lake.*"]
 $metastore_extra
 [proxy]
 admin_port = $proxy_admin
-$admin_extramount_refresh = "1s"
+${admin_extra}mount_refresh = "1s"
 audit_log = "$logs/proxy-audit.log"
 
 [[proxy.listener]]
@@ -63,7 +63,7 @@ $listener_extra
 [gateway]
 port = $gateway
 endpoint = "$gateway_endpoint"
-$admin_extra$gateway_extrabucket = "metaproxy"
+${admin_extra}${gateway_extra}bucket = "metaproxy"
 access_key = "$gateway_access_key"
 secret_key = "$gateway_secret_key"
 block_size = "1MiB"
