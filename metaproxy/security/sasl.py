@@ -161,7 +161,9 @@ class SaslSocket:
         self.sock.sendall(out)
 
     def recv(self, n: int) -> bytes:
-        if not self._in:
+        """Up to ``n`` bytes; b"" only when the peer closed the connection (an empty frame is
+        read past, as it carries nothing)."""
+        while not self._in:
             head = self.sock.recv(4)
             if not head:
                 return b""
@@ -170,7 +172,8 @@ class SaslSocket:
             (length,) = struct.unpack(">I", head)
             if length > self.max_frame:
                 raise OSError(f"SASL frame of {length} bytes is larger than the limit")
-            self._in += self._unwrap(_recv_exact(self.sock, length))
+            if length:
+                self._in += self._unwrap(_recv_exact(self.sock, length))
         out = bytes(self._in[:n])
         del self._in[:n]
         return out

@@ -111,6 +111,15 @@ def test_framed_socket_carries_messages_in_every_layer(layer: str) -> None:
         assert body == (b"hi" if layer == "auth" else FakeContext().wrap(b"hi", layer == "auth-conf").message)
 
 
+def test_an_empty_frame_is_not_the_end_of_the_connection() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(struct.pack(">I", 0) + struct.pack(">I", 3) + b"abc")
+        assert SaslSocket(b, FakeContext(), "auth", "you").recv(10) == b"abc"
+        a.close()
+        assert SaslSocket(b, FakeContext(), "auth", "you").recv(10) == b""
+
+
 def test_an_unencrypted_frame_on_an_auth_conf_connection_is_refused() -> None:
     a, b = socket.socketpair()
     with a, b:
