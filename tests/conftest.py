@@ -24,14 +24,18 @@ SECURE = os.environ.get("METAPROXY_SECURE", "").lower() in ("1", "true", "yes")
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
-    """Tests that need the secure stack wait for the secure run; the others stay out of it."""
-    for item in items:
-        if item.get_closest_marker("secure_only") and not SECURE:
-            item.add_marker(
-                pytest.mark.skip(reason="needs the secure stack: METAPROXY_SECURE=1 pytest -m secure")
-            )
-        elif SECURE and not item.get_closest_marker("secure") and item.get_closest_marker("integration"):
-            item.add_marker(pytest.mark.skip(reason="not a test of the secure stack"))
+    """Tests that need the secure stack belong to the secure run (``make test`` runs it last);
+    integration tests not marked ``secure`` stay out of it. Each run deselects the others'."""
+
+    def belongs(item: Any) -> bool:
+        if SECURE:
+            return not item.get_closest_marker("integration") or bool(item.get_closest_marker("secure"))
+        return not item.get_closest_marker("secure_only")
+
+    kept = [item for item in items if belongs(item)]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if not belongs(item)])
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")
