@@ -303,3 +303,26 @@ def test_no_secret_or_ticket_in_the_logs(stack: dict[str, Any], trino_query: Any
         raw = Path(path).read_bytes()
         assert os.environ.get("KRB5CCNAME", "") != path, role
         assert raw[-32:] not in (logs / "proxy.log").read_bytes()
+
+
+def test_tickets_are_renewed_before_they_end(stack: dict[str, Any]) -> None:
+    """A principal whose tickets live 15 s, looked at every second: a new ticket comes from the
+    keytab once less than half its life is left, without any connection asking for one."""
+    import threading
+
+    from metaproxy.security.kerberos import RENEWALS
+
+    s = _sec(stack)
+    login = KerberosLogin(
+        s["principals"]["short"], s["keytabs"]["short"], renew_before_s=600, check_interval_s=1
+    )
+    stop = threading.Event()
+    before = RENEWALS.labels("ok")._value.get()
+    login.start(stop)
+    try:
+        time.sleep(10)
+        assert RENEWALS.labels("ok")._value.get() >= before + 2  # the login, then a renewal
+        assert login.seconds_left() > 5
+        assert login.status()["kdc_reachable"] is True
+    finally:
+        stop.set()
