@@ -113,6 +113,11 @@ def sample_load(scale: float, partitions: int, seed: int) -> None:
     ep = load_endpoints()
     if not ep:
         raise click.ClickException("no local stack is running: start it with `metaproxy stack up`")
+    if "secure" in ep:  # the HMS and WebHDFS want Kerberos: as the stack's tools reach them
+        from metaproxy_devstack.components.kdc import use_stack_kerberos
+        from metaproxy_devstack.layout import StackLayout
+
+        use_stack_kerberos(StackLayout(secure=True))
     with Progress() as bar:
         task = bar.add_task("writing Parquet files to HDFS", total=None)
         r = sample_data.load(
