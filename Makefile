@@ -1,7 +1,10 @@
 # metaproxy — the two commands of the README, and a few more.
 #   make demo   set up, start the local stack, load sample data, query through metaproxy
 #   make test   set up and run the whole test suite (lint, types, unit and integration tests) on
-#               Hive Metastore 4.0, then the tests marked compat on 2.3 and on 3.1
+#               Hive Metastore 4.0, then the tests marked compat on 2.3 and on 3.1, then the
+#               tests marked secure on the secure stack (Kerberos, TLS)
+#   make setup-secure  what the secure stack needs besides: MIT Kerberos (Debian packages) and
+#               the kerberos extra (gssapi, requests-gssapi)
 #   make stop   stop every process of the local stack
 #   make bench  every benchmark, each beside its baseline (bench-quick: a few minutes);
 #               the last one restarts the stack with a simulated WAN link
@@ -10,7 +13,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test unit lint stop bench bench-setup bench-quick clean
+.PHONY: setup setup-secure demo test unit lint stop bench bench-setup bench-quick clean
 
 # metaproxy itself, and its development tooling (the local stack, the sample data, the demo)
 # from devstack/
@@ -21,6 +24,23 @@ $(BIN)/.installed: pyproject.toml setup.py metaproxy/wire/_walk.c devstack/pypro
 	touch $@
 
 setup: $(BIN)/.installed
+
+# the secure stack's KDC, kinit and the headers gssapi builds with, from Debian's packages
+# (installed when missing; apt-get needs root, or sudo)
+KRB5_PACKAGES = krb5-kdc krb5-admin-server krb5-user libkrb5-dev
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(BIN)/.installed-secure: $(BIN)/.installed pyproject.toml
+	@if ! { [ -x /usr/sbin/krb5kdc ] && [ -x /usr/sbin/kadmin.local ] && [ -x /usr/bin/kinit ] \
+		&& [ -x /usr/bin/krb5-config ]; }; then \
+		echo "installing MIT Kerberos: $(KRB5_PACKAGES)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(KRB5_PACKAGES); \
+	fi
+	$(BIN)/pip install -q -e '.[test,kerberos]' -e ./devstack
+	touch $@
+
+setup-secure: $(BIN)/.installed-secure
 
 demo: setup
 	$(BIN)/python -m metaproxy_devstack.demo
@@ -34,7 +54,7 @@ lint: setup
 # run before); every run goes on when one fails, and the target fails if any did
 COMPAT_HMS ?= 2.3 3.1
 
-test: lint
+test: lint setup-secure
 	@failed=""; \
 	echo "== the whole suite on Hive Metastore 4.0"; \
 	METAPROXY_HMS=4.0 $(BIN)/pytest || failed="$$failed 4.0"; \
@@ -42,6 +62,8 @@ test: lint
 		echo "== the compat tests on Hive Metastore $$v"; \
 		METAPROXY_HMS=$$v $(BIN)/pytest -m compat || failed="$$failed $$v"; \
 	done; \
+	echo "== the secure tests on the secure stack (Kerberos, TLS)"; \
+	METAPROXY_SECURE=1 $(BIN)/pytest -m secure || failed="$$failed 4.0-secure"; \
 	if [ -n "$$failed" ]; then echo "make test: failed on Hive Metastore$$failed"; exit 1; fi
 
 unit: setup

@@ -10,6 +10,7 @@ whole network.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,6 +47,7 @@ class AdminServer:
         routes: dict[str, Callable[[], dict[str, Any]]] | None = None,
         commands: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] | None = None,
         labels: dict[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """``labels`` are added to every sample of ``/metrics`` (a cluster node's ``node``)."""
         outer = self
@@ -110,6 +112,12 @@ class AdminServer:
         self.health = health
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
+        self.tls = tls is not None
+        if tls is not None:
+            # the handshake happens in the request's thread, not in the one that accepts
+            self.httpd.socket = tls.wrap_socket(
+                self.httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="admin", daemon=True)
 
     @property

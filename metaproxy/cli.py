@@ -161,9 +161,11 @@ def serve(ctx: click.Context) -> None:
     proxy = MetastoreProxy(cfg)
     proxy.start()
 
-    admin = AdminServer(cfg.proxy.admin_host, cfg.proxy.admin_port, proxy.health)
+    tls = proxy.state.security.server_tls() if cfg.proxy.admin_tls else None
+    admin = AdminServer(cfg.proxy.admin_host, cfg.proxy.admin_port, proxy.health, tls=tls)
     admin.start()
-    click.echo(f"admin endpoint on http://{cfg.proxy.admin_host}:{admin.port}/health", err=True)
+    scheme = "https" if tls else "http"
+    click.echo(f"admin endpoint on {scheme}://{cfg.proxy.admin_host}:{admin.port}/health", err=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -226,6 +228,8 @@ def report(ctx: click.Context, url: str, proxy_url: str, as_json: bool) -> None:
 
     no_proxy = ""
     cfg = None
+    #: the CA admin endpoints over TLS are verified with (the config's [tls] ca_file)
+    verify: str | bool = True
     if not url or not proxy_url:
         from metaproxy.config import load_config
 
@@ -236,14 +240,17 @@ def report(ctx: click.Context, url: str, proxy_url: str, as_json: bool) -> None:
                 raise
             no_proxy = f"no --proxy-url, and no config file to read it from ({e})"
         else:
-            proxy_url = proxy_url or f"http://{cfg.proxy.admin_host}:{cfg.proxy.admin_port}"
+            px_scheme = "https" if cfg.proxy.admin_tls else "http"
+            proxy_url = proxy_url or f"{px_scheme}://{cfg.proxy.admin_host}:{cfg.proxy.admin_port}"
+            verify = cfg.tls.ca_file or True
             if cfg.cluster.nodes and not url:
                 rep = _cluster_report(cfg)
             else:
-                url = url or f"http://{cfg.proxy.admin_host}:{cfg.gateway.admin_port}"
+                gw_scheme = "https" if cfg.gateway.admin_tls else "http"
+                url = url or f"{gw_scheme}://{cfg.proxy.admin_host}:{cfg.gateway.admin_port}"
     if url:
         try:
-            r = requests.get(f"{url.rstrip('/')}/report", timeout=10)
+            r = requests.get(f"{url.rstrip('/')}/report", timeout=10, verify=verify)
             r.raise_for_status()
         except requests.RequestException as e:
             raise click.ClickException(f"cannot reach the gateway's admin endpoint at {url}: {e}") from None
@@ -252,7 +259,7 @@ def report(ctx: click.Context, url: str, proxy_url: str, as_json: bool) -> None:
         if no_proxy:
             rep["proxy"] = {"unreachable": no_proxy}
         else:
-            rep["proxy"] = requests.get(f"{proxy_url.rstrip('/')}/health", timeout=10).json()
+            rep["proxy"] = requests.get(f"{proxy_url.rstrip('/')}/health", timeout=10, verify=verify).json()
     except (requests.RequestException, ValueError) as e:
         rep["proxy"] = {"unreachable": f"cannot reach the proxy's admin endpoint at {proxy_url}: {e}"}
     if as_json:

@@ -172,6 +172,24 @@ def _in_range(low: float, high: float, expected: str) -> Check:
 # --------------------------------------------------------------------------------------------
 # the configuration, each field with its key
 
+AUTH_KINDS: tuple[str, ...] = ("none", "kerberos")
+SASL_QOPS: tuple[str, ...] = ("auth-conf", "auth-int", "auth")
+
+
+def _qops(qops: tuple[str, ...], _: Mapping[str, Any]) -> tuple[str, ...]:
+    if not qops:
+        raise _Invalid("at least one of " + ", ".join(SASL_QOPS))
+    for q in qops:
+        if q not in SASL_QOPS:
+            raise _Invalid("SASL qualities of protection among " + ", ".join(SASL_QOPS), q)
+    return qops
+
+
+def _principal(name: str, _: Mapping[str, Any]) -> str:
+    if name and not re.fullmatch(r"[^@\s]+@[^@\s]+", name):
+        raise _Invalid("a Kerberos principal such as metaproxy/_HOST@EXAMPLE.COM")
+    return name
+
 
 @dataclass(frozen=True)
 class ListenerConfig:
@@ -180,6 +198,15 @@ class ListenerConfig:
     host: str = _key("host", "str", "127.0.0.1")
     port: int = _key("port", "port", 9183)
     profile: Profile = _key("profile", "choice", "cloud", choices=PROFILES)
+    #: how clients authenticate: "none" (a private network, as a plain HMS) or "kerberos" (SASL
+    #: GSSAPI to the proxy's own principal, [metastore] kerberos_principal and keytab)
+    auth: str = _key("auth", "choice", "none", choices=AUTH_KINDS)
+    #: with kerberos: the client principals served (user@REALM); empty: every authenticated one
+    principals: tuple[str, ...] = _key("principals", "str_list", ())
+    #: with kerberos: the SASL layers offered to clients
+    sasl_qop: tuple[str, ...] = _key("sasl_qop", "str_list", ("auth-conf", "auth-int", "auth"), check=_qops)
+    #: serve TLS with [tls] cert_file and key_file (under SASL, when kerberos)
+    tls: bool = _key("tls", "bool", False)
 
 
 def _thrift_uris(uris: tuple[str, ...], _: Mapping[str, Any]) -> tuple[str, ...]:
@@ -223,6 +250,35 @@ class MetastoreConfig:
     pool_idle_timeout_s: float = _key("pool_idle_timeout", "duration", 300.0)
     #: a pooled connection idle this long is checked with a cheap call before it is used again
     pool_check_after_s: float = _key("pool_check_after", "duration", 30.0)
+    #: metaproxy's own Kerberos principal (``_HOST``: this machine's name) and its keytab; set:
+    #: the HMS is reached over SASL GSSAPI, and kerberos listeners accept clients as it
+    kerberos_principal: str = _key("kerberos_principal", "str", "", check=_principal)
+    keytab: str = _key("keytab", "path", "")
+    #: the HMS's service principal (``_HOST``: the host of its URI), as its
+    #: hive.metastore.kerberos.principal
+    service_principal: str = _key("service_principal", "str", "hive/_HOST@EXAMPLE.COM", check=_principal)
+    #: the SASL layers accepted from the HMS (it chooses by hadoop.rpc.protection), strongest first
+    sasl_qop: tuple[str, ...] = _key("sasl_qop", "str_list", ("auth-conf", "auth-int", "auth"), check=_qops)
+
+
+@dataclass(frozen=True)
+class KerberosConfig:
+    """How metaproxy keeps its own Kerberos tickets fresh."""
+
+    #: how often the ticket's remaining life is looked at
+    check_interval_s: float = _key("check_interval", "duration", 60.0)
+    #: a new ticket is fetched from the keytab once less than this (or half its life) is left
+    renew_before_s: float = _key("renew_before", "duration", 600.0)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """Certificate and key the TLS endpoints serve, and the CA file clients verify with."""
+
+    cert_file: str = _key("cert_file", "path", "")
+    key_file: str = _key("key_file", "path", "")
+    #: verifies the servers metaproxy connects to over TLS (WebHDFS over HTTPS); empty: the system's
+    ca_file: str = _key("ca_file", "path", "")
 
 
 @dataclass(frozen=True)
@@ -235,6 +291,8 @@ class ProxyConfig:
     admin_port: int = _key("admin_port", "port", 9184)
     mount_refresh_s: float = _key("mount_refresh", "duration", 2.0)
     audit_log: str = _key("audit_log", "path", "")
+    #: the admin endpoint (health, metrics) serves TLS with [tls] cert_file and key_file
+    admin_tls: bool = _key("admin_tls", "bool", False)
     #: how often the metastore's notification log is read (keeps the metadata cache fresh and
     #: watches the HMS); 0: not followed (the HMS is still probed this often)
     events_interval_s: float = _key("events_interval", "duration", 0.5)
@@ -271,6 +329,9 @@ class HdfsConfig:
     webhdfs: str = _key("webhdfs", "str", "http://127.0.0.1:9870", check=lambda url, _: url.rstrip("/"))
     user: str = _key("user", "str", "hdfs")
     timeout_s: float = _key("timeout", "duration", 60.0)
+    #: "simple" (user.name=, as an unsecured cluster) or "kerberos" (SPNEGO as [metastore]
+    #: kerberos_principal); an https:// webhdfs is verified with [tls] ca_file
+    auth: str = _key("auth", "choice", "simple", choices=("simple", "kerberos"))
 
 
 @dataclass(frozen=True)
@@ -333,6 +394,9 @@ class GatewayConfig:
     #: trip, so concurrency, not CPU, bounds an engine listing many partitions at once
     io_threads: int = _key("io_threads", "int", 64, check=_io_threads)
     admin_port: int = _key("admin_port", "port", 9186)
+    #: the S3 endpoint and the admin endpoint serve TLS with [tls] cert_file and key_file
+    tls: bool = _key("tls", "bool", False)
+    admin_tls: bool = _key("admin_tls", "bool", False)
     #: mounts that accept PutObject/DeleteObject (written to the mount's create target); none by default
     writable_mounts: tuple[str, ...] = _key(
         "writable_mounts", "str_list", (), check=lambda ms, _: tuple("/" + m.strip().strip("/") for m in ms)
@@ -471,6 +535,8 @@ class Config:
     s3: S3Config = _key("s3", "section", factory=S3Config)
     migrate: MigrateConfig = _key("migrate", "section", factory=MigrateConfig)
     cluster: ClusterConfig = _key("cluster", "section", factory=ClusterConfig)
+    kerberos: KerberosConfig = _key("kerberos", "section", factory=KerberosConfig)
+    tls: TlsConfig = _key("tls", "section", factory=TlsConfig)
     mounts: tuple[MountConfig, ...] = _key("mount", "array", (), of=MountConfig, check=_distinct_paths)
     log_level: str = _key("log_level", "choice", "INFO", choices=LOG_LEVELS)
 

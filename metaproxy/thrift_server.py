@@ -12,20 +12,29 @@ format :mod:`metaproxy.wire`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import socketserver
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from metaproxy.config import Config, ListenerConfig
+from metaproxy.config import Config, ConfigError, ListenerConfig
+from metaproxy.proxy.metrics import CALLS
 from metaproxy.proxy.session import Session
 from metaproxy.proxy.shared import ProxyState
 from metaproxy.proxy.warmup import Warmup, ask_through
 from metaproxy.proxy.watch import Watch
+from metaproxy.security.sasl import PlainThriftClient, SaslError, ServerPolicy, server_handshake
+from metaproxy.wire import binary
 
 log = logging.getLogger("metaproxy.proxy")
+audit = logging.getLogger("metaproxy.audit")
+
+#: how long a client may take to finish TLS and Kerberos before it is dropped
+HANDSHAKE_TIMEOUT_S = 30.0
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -35,7 +44,68 @@ class _Handler(socketserver.BaseRequestHandler):
         sock: socket.socket = self.request
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = f"{self.client_address[0]}:{self.client_address[1]}"
-        Session(self.server.state, self.server.listener, sock, peer).serve()
+        conn = self._authenticate(sock, peer)
+        if conn is None:
+            return
+        Session(self.server.state, self.server.listener, conn, peer, getattr(conn, "principal", "-")).serve()
+
+    def _authenticate(self, sock: socket.socket, peer: str) -> Any:
+        """TLS and Kerberos as the listener asks; None (and the connection closed, the reason
+        audited and, where the client can read it, sent) when the client does not pass."""
+        srv, listener = self.server, self.server.listener
+        conn: Any = sock
+        try:
+            sock.settimeout(HANDSHAKE_TIMEOUT_S)
+            if srv.tls is not None:
+                conn = srv.tls.wrap_socket(sock, server_side=True)
+            if listener.auth == "kerberos":
+                login = srv.state.security.login
+                assert login is not None  # checked at start
+                policy = ServerPolicy(listener.sasl_qop, listener.principals)
+                conn = server_handshake(
+                    conn, login.acceptor(), policy, srv.state.config.proxy.max_message_bytes + 4096
+                )
+            conn.settimeout(None)
+            return conn
+        except PlainThriftClient as e:
+            self._refuse_plain(conn, e)
+            why = str(e)
+        except (SaslError, ssl.SSLError, OSError) as e:
+            why = str(e) or type(e).__name__
+        CALLS.labels("<authentication>", "unauthenticated").inc()
+        audit.info(
+            "client=%s profile=%s principal=- method=<authentication> outcome=unauthenticated detail=%r",
+            peer,
+            listener.profile,
+            why[:300],
+        )
+        with contextlib.suppress(OSError):
+            conn.close()
+        return None
+
+    def _refuse_plain(self, conn: Any, e: PlainThriftClient) -> None:
+        """A plain Thrift call to a kerberos listener: answered with an exception that says why."""
+        data = bytearray(e.data)
+        with contextlib.suppress(OSError, binary.WireError):
+            conn.settimeout(1.0)
+            while True:
+                try:
+                    header = binary.parse_header(data)
+                    break
+                except binary.WireError:
+                    chunk = conn.recv(65536)
+                    if not chunk or len(data) > 65536:
+                        return
+                    data += chunk
+            conn.sendall(
+                binary.encode_application_exception(
+                    header.name,
+                    header.seqid,
+                    binary.PROTOCOL_ERROR,
+                    "metaproxy: this listener requires Kerberos authentication (SASL GSSAPI); "
+                    "the client connected without it",
+                )
+            )
 
 
 class _ThreadingServer(socketserver.ThreadingTCPServer):
@@ -46,6 +116,12 @@ class _ThreadingServer(socketserver.ThreadingTCPServer):
     def __init__(self, listener: ListenerConfig, state: ProxyState) -> None:
         self.listener = listener
         self.state = state
+        if listener.auth == "kerberos" and state.security.login is None:
+            raise ConfigError(
+                f'{state.config.source}: [[proxy.listener]] port {listener.port} has auth = "kerberos": '
+                "set [metastore] kerberos_principal and keytab (the principal it accepts clients as)"
+            )
+        self.tls = state.security.server_tls() if listener.tls else None
         super().__init__((listener.host, listener.port), _Handler)
 
 
@@ -81,6 +157,8 @@ class MetastoreProxy:
         ]
 
     def start(self) -> None:
+        # logged in before the first client arrives: a KDC that refuses stops start-up here
+        self.state.security.start()
         for s in self.servers:
             t = threading.Thread(target=s.serve_forever, name=f"proxy-{s.listener.profile}", daemon=True)
             t.start()
@@ -112,10 +190,12 @@ class MetastoreProxy:
             "upstream_pool_idle": self.state.pool.idle,
             "upstream_versions": self.state.dialects.versions(),
             "not_served_by_upstream": self.state.dialects.lacking(),
+            "kerberos": self.state.security.status(),
         }
 
     def stop(self) -> None:
         self._stop.set()
+        self.state.security.stop()
         for s in self.servers:
             s.shutdown()
             s.server_close()

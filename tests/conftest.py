@@ -19,6 +19,23 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: the Hive Metastore version of the test stack
 HMS_VERSION = os.environ.get("METAPROXY_HMS") or "4.0"
+#: the secure stack (Kerberos, TLS): ``METAPROXY_SECURE=1 pytest -m secure``
+SECURE = os.environ.get("METAPROXY_SECURE", "").lower() in ("1", "true", "yes")
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Tests that need the secure stack belong to the secure run (``make test`` runs it last);
+    integration tests not marked ``secure`` stay out of it. Each run deselects the others'."""
+
+    def belongs(item: Any) -> bool:
+        if SECURE:
+            return not item.get_closest_marker("integration") or bool(item.get_closest_marker("secure"))
+        return not item.get_closest_marker("secure_only")
+
+    kept = [item for item in items if belongs(item)]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if not belongs(item)])
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +43,7 @@ def stack() -> Iterator[dict[str, Any]]:
     """The running stack's endpoints (see metaproxy_devstack)."""
     from metaproxy_devstack.launcher import Stack, StackError
 
-    st = Stack(hms_version=HMS_VERSION)
+    st = Stack(hms_version=HMS_VERSION, secure=SECURE)
     reused = st.is_running()
     try:
         endpoints = st.up()
@@ -34,6 +51,8 @@ def stack() -> Iterator[dict[str, Any]]:
         if IN_CI:
             pytest.fail(f"the local stack did not start: {e}", pytrace=False)
         pytest.skip(f"the local stack did not start: {e}")
+    if SECURE:  # the admin endpoints and the gateway serve TLS from the stack's CA
+        os.environ["REQUESTS_CA_BUNDLE"] = endpoints["secure"]["ca_file"]
     yield endpoints
     if not reused and not os.environ.get("METAPROXY_KEEP_STACK"):
         st.down(quiet=True)

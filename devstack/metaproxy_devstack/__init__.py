@@ -35,6 +35,12 @@ The running stack is described in ``endpoints.json`` in the stack directory:
 ``wan``       only with ``stack up --wan``: the simulated link — ``rtt_ms``, ``mbit``, ``host``
               (127.0.0.2), ``control`` (GET/PUT the link's settings and byte counts), and the
               cloud side's addresses of the on-prem services: ``hms``, ``hdfs``, ``webhdfs``
+``secure``    only with ``stack up --secure``: ``realm``, ``kdc``, ``krb5_conf``, ``principals`` and
+              ``keytabs`` (by role: hive, hdfs, http, trino, metaproxy, user, intruder, short),
+              ``ca_file``, ``cert_file``, ``key_file``, ``truststore``, ``store_password``; the
+              HMS, HDFS, WebHDFS (``https://``), the proxy's listeners, the gateway and the admin
+              endpoints (``https://``) are then addressed as ``localhost``, the host of their
+              principals and certificate
 ``pids``, ``ports`` — each component's process and each named port (for ``stack down``, reuse)
 ``started_at``, ``start_seconds`` — when the stack started, and how long install and start took
 
@@ -49,6 +55,12 @@ cloud side (Trino, the proxy, the gateway) reaches them only through the relays 
 :mod:`metaproxy_devstack.wanlink` on 127.0.0.2, and the DataNode registers under that address so
 data crosses the link too. The top-level ``hms``, ``hdfs`` and ``webhdfs`` keys stay the
 on-prem side's own addresses (loading data does not cross the link).
+
+With ``metaproxy stack up --secure`` every part authenticates with Kerberos: an MIT KDC of
+the stack's own (:mod:`metaproxy_devstack.components.kdc`, which also makes a throw-away CA),
+HDFS with Kerberos RPC, SPNEGO, SASL data transfer and HTTPS only, the HMS with SASL, Trino's
+catalogs with Kerberos (to the proxy over TLS), metaproxy with its own principal and TLS on its
+listeners, gateway and admin endpoints. It runs Hive Metastore 4.0 without the WAN link.
 
 Nothing here is needed in production: a real deployment points metaproxy at its own HMS,
 HDFS and S3.

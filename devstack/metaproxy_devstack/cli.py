@@ -51,7 +51,15 @@ def stack() -> None:
     help="Gateway nodes; more than one run behind HAProxy, which hashes each object to one node "
     "(docs/cluster.md). On a running stack only the gateways change.",
 )
-def stack_up(wan: bool, rtt_ms: float, mbit: float, hms_version: str, gateways: int) -> None:
+@click.option(
+    "--secure",
+    is_flag=True,
+    envvar="METAPROXY_SECURE",
+    show_envvar=True,
+    help="Kerberos (an MIT KDC of the stack's own) on HDFS, the HMS, Trino and metaproxy, and TLS "
+    "from a throw-away CA. Needs Hive Metastore 4.0 and no WAN link.",
+)
+def stack_up(wan: bool, rtt_ms: float, mbit: float, hms_version: str, gateways: int, secure: bool) -> None:
     """Start the stack (or reuse the running one) and print its endpoints.
 
     A running stack of another kind (with or without the link, another Hive Metastore version)
@@ -62,7 +70,7 @@ def stack_up(wan: bool, rtt_ms: float, mbit: float, hms_version: str, gateways: 
 
     wan_link = {"rtt_ms": rtt_ms, "mbit": mbit} if wan else None
     try:
-        ep = Stack(wan=wan_link, hms_version=hms_version, gateways=gateways).up()
+        ep = Stack(wan=wan_link, hms_version=hms_version, gateways=gateways, secure=secure).up()
     except StackError as e:
         click.echo(f"stack: {e}", err=True)
         sys.exit(1)
@@ -113,6 +121,11 @@ def sample_load(scale: float, partitions: int, seed: int) -> None:
     ep = load_endpoints()
     if not ep:
         raise click.ClickException("no local stack is running: start it with `metaproxy stack up`")
+    if "secure" in ep:  # the HMS and WebHDFS want Kerberos: as the stack's tools reach them
+        from metaproxy_devstack.components.kdc import use_stack_kerberos
+        from metaproxy_devstack.layout import StackLayout
+
+        use_stack_kerberos(StackLayout(secure=True))
     with Progress() as bar:
         task = bar.add_task("writing Parquet files to HDFS", total=None)
         r = sample_data.load(

@@ -48,6 +48,7 @@ from metaproxy_devstack.components.hdfs import (
     prepare_namenode,
 )
 from metaproxy_devstack.components.hms import LOOPBACK_ONLY, hms_ready, prepare_hms
+from metaproxy_devstack.components.kdc import kdc_ready, prepare_kdc, secure_endpoints, use_stack_kerberos
 from metaproxy_devstack.components.s3 import prepare_s3, s3_ready
 from metaproxy_devstack.components.services import gateway_ready, prepare_gateway, prepare_proxy, proxy_ready
 from metaproxy_devstack.components.trino import (
@@ -83,7 +84,11 @@ class Stack(StackLayout):
     """The local stack: its layout, and starting, checking and stopping its processes."""
 
     def components(self) -> list[Component]:
-        base = [c for c in COMPONENTS if c.name != "wan" or self.wan is not None]
+        base = [
+            c
+            for c in COMPONENTS
+            if (c.name != "wan" or self.wan is not None) and (c.name != "kdc" or self.secure)
+        ]
         if self.nodes == 1:
             return base
         return [c for c in base if c.name != "gateway"] + cluster_components(self.nodes)
@@ -113,6 +118,8 @@ class Stack(StackLayout):
             "ports": dict(self.ports),
             "started_at": time.time(),
         }
+        if self.secure:
+            ep.update(secure_endpoints(self))
         if self.wan is not None:
             h = WAN_HOST
             ep["wan"] = {
@@ -134,6 +141,9 @@ class Stack(StackLayout):
             self.hms_version = running_hms_version(ep)
         if self.gateways is None:
             self.gateways = int(ep.get("gateways", 1))
+        self.secure = "secure" in ep
+        if self.secure:
+            use_stack_kerberos(self)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -148,6 +158,8 @@ class Stack(StackLayout):
             return False  # another Hive Metastore version: not the one wanted
         if self.gateways not in (None, int(ep.get("gateways", 1))):
             return False  # another number of gateway nodes: resized by up()
+        if ("secure" in ep) != self.secure:
+            return False  # the running stack is (or is not) the secure one: not the one wanted
         self._adopt(ep)
         if any(c.name not in self.pids for c in self.components()):
             return False  # started by an older version of this launcher, or partially
@@ -176,6 +188,8 @@ class Stack(StackLayout):
                 f"{self.hms} has no bind-host setting (it listens on every interface, so the link "
                 f"cannot take its port on {WAN_HOST}): use Hive Metastore {'/'.join(LOOPBACK_ONLY)}"
             )
+        if self.secure and (self.wan is not None or self.hms != "4.0"):
+            raise StackError("the secure stack runs Hive Metastore 4.0 without the WAN link")
         self.hms_version = self.hms
         self.down(quiet=True)
         t0 = time.monotonic()
@@ -183,6 +197,8 @@ class Stack(StackLayout):
         t_install = time.monotonic() - t0
         for d in (self.logs, self.data, self.conf, self.dir / "pids"):
             d.mkdir(parents=True, exist_ok=True)
+        if self.secure:
+            use_stack_kerberos(self)
         try:
             self._start([c for c in self.components() if components is None or c.name in components])
         except BaseException:
@@ -192,7 +208,11 @@ class Stack(StackLayout):
         ep["start_seconds"] = {"install": round(t_install, 1), "total": round(time.monotonic() - t0, 1)}
         path = endpoints_path(self.dir)
         path.write_text(json.dumps(ep, indent=2, sort_keys=True))
-        print(f"stack: up in {time.monotonic() - t0:.1f}s (Hive Metastore {self.hms}) — {path}", flush=True)
+        kind = ", secure" if self.secure else ""
+        print(
+            f"stack: up in {time.monotonic() - t0:.1f}s (Hive Metastore {self.hms}{kind}) — {path}",
+            flush=True,
+        )
         return ep
 
     def _other_size_running(self) -> bool:
@@ -310,6 +330,7 @@ class Stack(StackLayout):
     def status(self) -> dict[str, bool]:
         ep = load_endpoints(self.dir) or {}
         self._adopt(ep)
+        self.secure = "secure" in ep
         if "wan" in ep:
             self.wan = {k: ep["wan"][k] for k in ("rtt_ms", "mbit")}
         out = {}
@@ -329,9 +350,11 @@ def running_hms_version(ep: dict[str, Any]) -> str:
 COMPONENTS: list[Component] = [
     # only with the WAN link (Stack.wan); components after it wait for it only then
     Component("wan", prepare_wan, wan_ready, timeout_s=30),
-    Component("namenode", prepare_namenode, namenode_ready, timeout_s=120),
+    # only in the secure stack (Stack.secure): the realm, its keytabs and the CA come first
+    Component("kdc", prepare_kdc, kdc_ready, timeout_s=30),
+    Component("namenode", prepare_namenode, namenode_ready, timeout_s=120, after=("kdc",)),
     Component("s3", prepare_s3, s3_ready, timeout_s=60),
-    Component("trino", prepare_trino, trino_ready, timeout_s=300),
+    Component("trino", prepare_trino, trino_ready, timeout_s=300, after=("kdc",)),
     Component("datanode", prepare_datanode, datanode_ready, timeout_s=120, after=("namenode",)),
     Component("hms", prepare_hms, hms_ready, timeout_s=180, after=("datanode", "s3")),
     Component("proxy", prepare_proxy, proxy_ready, timeout_s=60, after=("hms", "wan")),

@@ -30,10 +30,15 @@ class StackLayout:
     #: gateway nodes (``stack up --gateways N``); more than one run behind a load balancer
     #: (:mod:`metaproxy_devstack.components.balancer`). None: the running stack's, else 1
     gateways: int | None = None
+    #: the secure stack (``stack up --secure``): a KDC, Kerberos on HDFS, the HMS, Trino and
+    #: metaproxy, TLS from a throw-away CA (see :mod:`metaproxy_devstack.components.kdc`)
+    secure: bool = False
 
     def __post_init__(self) -> None:
         if self.gateways is not None and self.gateways < 1:
             raise ValueError(f"a stack runs at least one gateway, not {self.gateways}")
+        if self.secure and self.gateways is not None and self.gateways > 1:
+            raise ValueError("the secure stack runs one gateway (a cluster behind TLS is not built yet)")
         if self.hms_version is not None and self.hms_version not in HMS_VERSIONS:
             raise ValueError(
                 f"unknown Hive Metastore version {self.hms_version!r}; expected one of {HMS_VERSIONS}"
@@ -48,6 +53,12 @@ class StackLayout:
     def nodes(self) -> int:
         """The number of gateway nodes the stack runs (or will run)."""
         return self.gateways or 1
+
+    @property
+    def service_host(self) -> str:
+        """The name clients use for the HMS and HDFS: with Kerberos, the host of their service
+        principals (``localhost``), else the loopback address."""
+        return "localhost" if self.secure else HOST
 
     @property
     def onprem_host(self) -> str:

@@ -22,14 +22,16 @@ from metaproxy.config import Config, load_config, parse_duration
 class Admin:
     """A small client of the gateway's admin commands."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, verify: str | bool = True) -> None:
         self.url = url.rstrip("/")
+        #: the CA file an https:// admin endpoint is verified with (True: the system's)
+        self.verify = verify
 
     def call(self, command: str, **args: Any) -> dict[str, Any]:
         import requests
 
         try:
-            r = requests.post(f"{self.url}{command}", json=args, timeout=600)
+            r = requests.post(f"{self.url}{command}", json=args, timeout=600, verify=self.verify)
         except requests.RequestException as e:
             raise click.ClickException(
                 f"cannot reach the gateway's admin endpoint at {self.url}: {e}"
@@ -41,7 +43,8 @@ class Admin:
 
 
 def admin_url(cfg: Config, url: str) -> str:
-    return url or f"http://{cfg.proxy.admin_host}:{cfg.gateway.admin_port}"
+    scheme = "https" if cfg.gateway.admin_tls else "http"
+    return url or f"{scheme}://{cfg.proxy.admin_host}:{cfg.gateway.admin_port}"
 
 
 class Nodes:
@@ -56,8 +59,10 @@ class Nodes:
 
         self.cfg = cfg
         self.clustered = bool(cfg.cluster.nodes) and not url
-        self.admin = Admin(admin_url(cfg, url))
-        self.cluster = ClusterAdmin(cfg, lambda u, command, args: Admin(u).call(command, **args))
+        self.admin = Admin(admin_url(cfg, url), cfg.tls.ca_file or True)
+        self.cluster = ClusterAdmin(
+            cfg, lambda u, command, args: Admin(u, cfg.tls.ca_file or True).call(command, **args)
+        )
 
     def any(self, command: str, **args: Any) -> dict[str, Any]:
         """A command every node answers alike (a plan of files)."""
@@ -189,7 +194,7 @@ def cache(ctx: click.Context, url: str) -> None:
     """Manage the gateway's block cache: load, pin, unpin, free, ttl, rules."""
     cfg = load_config(ctx.obj["config_path"])
     ctx.obj["cfg"] = cfg
-    ctx.obj["admin"] = Admin(admin_url(cfg, url))
+    ctx.obj["admin"] = Admin(admin_url(cfg, url), cfg.tls.ca_file or True)
     #: with [cluster] nodes (and no --url): every node, and loads through the balancer
     ctx.obj["nodes"] = Nodes(cfg, url)
 
@@ -287,7 +292,7 @@ def rules(ctx: click.Context) -> None:
     if nodes.clustered:  # every node holds the same rules
         admin = Admin(nodes.cluster.nodes[0].admin)
     try:
-        r = requests.get(f"{admin.url}/cache/rules", timeout=10).json()
+        r = requests.get(f"{admin.url}/cache/rules", timeout=10, verify=admin.verify).json()
     except requests.RequestException as e:
         raise click.ClickException(f"cannot reach the gateway's admin endpoint at {admin.url}: {e}") from None
     for p in r["pins"]:

@@ -31,6 +31,7 @@ from metaproxy.cache.reads import ReadLog
 from metaproxy.cache.watch import UfsHealth, root_of
 from metaproxy.config import Config
 from metaproxy.mounts import Mount, MountTable, load_mount_table
+from metaproxy.security import security_for
 from metaproxy.state import open_state
 from metaproxy.ufs import FileStatus, Stream, UfsNotFound, UfsSet, UfsUnavailable
 from metaproxy.uri import scheme_of
@@ -72,6 +73,7 @@ class Gateway:
         self.cache = BlockCache(
             g.block_size, g.memory.capacity, g.disk.path or None, g.disk.capacity, write_behind=True
         )
+        security_for(config)  # Kerberos and TLS for its WebHDFS and HMS clients
         self.ufs = UfsSet(config.hdfs, config.s3, on_call=count_ufs_call)
         #: UFS calls (stat, list, block reads) wait a round trip each across a slow link
         self.pool = ThreadPoolExecutor(max_workers=g.io_threads, thread_name_prefix="gateway-io")

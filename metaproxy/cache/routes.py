@@ -62,6 +62,8 @@ async def _send_block(
         and lease.file is not None
         and transport is not None
         and not transport.is_closing()
+        # under TLS the bytes must pass through the TLS layer: no sendfile to the raw socket
+        and transport.get_extra_info("sslcontext") is None
     ):
         sock = transport.get_extra_info("socket")
         if sock is not None and transport.get_write_buffer_size() == 0:

@@ -25,6 +25,7 @@ from metaproxy.cache.routes import make_app
 from metaproxy.cache.watch import EventRefresher, probe_loop
 from metaproxy.config import Config
 from metaproxy.events import EventLog
+from metaproxy.security import security_for
 from metaproxy.ufs import UfsNotFound, UfsSet
 
 log = logging.getLogger("metaproxy.gateway")
@@ -66,7 +67,9 @@ class GatewayServer:
         asyncio.set_event_loop(self.loop)
         self._runner = web.AppRunner(make_app(self.gateway, self.node), access_log=None)
         self.loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, self.config.gateway.host, self.config.gateway.port)
+        # TLS from [tls] cert_file and key_file: cached blocks are then written, not sendfile'd
+        tls = security_for(self.config).server_tls() if self.config.gateway.tls else None
+        site = web.TCPSite(self._runner, self.config.gateway.host, self.config.gateway.port, ssl_context=tls)
         self.loop.run_until_complete(site.start())
         server = site._server
         assert server is not None
@@ -144,6 +147,7 @@ class GatewayServer:
                 "mounts": [mt.path for mt in gw.mounts],
                 "ufs_not_answering": gw.health.status(),
                 "notification_log": self.events.status() if self.events is not None else {"followed": False},
+                "kerberos": security_for(self.config).status(),
             },
             {"/report": gw.report, "/cache/rules": m.rules},
             {
@@ -156,6 +160,7 @@ class GatewayServer:
                 "/drain": self._drain,
             },
             labels={"node": self.node} if self.node else None,
+            tls=security_for(self.config).server_tls() if self.config.gateway.admin_tls else None,
         )
 
     def _drain(self, args: dict[str, Any]) -> dict[str, Any]:

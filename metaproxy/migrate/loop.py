@@ -27,6 +27,7 @@ from metaproxy.migrate import catalog
 from metaproxy.migrate.copier import Copier, SourceChanged
 from metaproxy.migrate.policy import PolicyExpr, list_policies, parse_policy
 from metaproxy.mounts import MountTable, load_mount_table
+from metaproxy.security import security_for
 from metaproxy.state import open_state
 from metaproxy.state.cache import last_read
 from metaproxy.state.policies import PolicyRow
@@ -88,6 +89,7 @@ class Migrator:
         self.hms_uri = hms_uri or config.metastore.uris[0]
         self.db = open_state(config.state_path)
         self.store = MigrationStore(self.db)
+        security_for(config)  # Kerberos and TLS for its WebHDFS and HMS clients
         self.ufs = UfsSet(config.hdfs, config.s3)
         m = config.migrate
         self.copier = Copier(self.ufs, self.ufs.s3, m.part_size, m.parallelism)

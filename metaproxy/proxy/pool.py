@@ -26,11 +26,15 @@ import threading
 import time
 import weakref
 from collections import deque
+from typing import TYPE_CHECKING
 
 from metaproxy.config import MetastoreConfig
 from metaproxy.proxy.metrics import POOL_EVENTS, POOL_IDLE
 from metaproxy.proxy.upstream import Upstream, UpstreamUnavailable
 from metaproxy.wire import binary
+
+if TYPE_CHECKING:
+    from metaproxy.security import Security
 
 log = logging.getLogger("metaproxy.proxy")
 
@@ -45,9 +49,10 @@ State = tuple[bytes, ...]
 class UpstreamPool:
     """Idle upstream connections by state, shared by every client connection of a proxy."""
 
-    def __init__(self, ms: MetastoreConfig, limit: int) -> None:
+    def __init__(self, ms: MetastoreConfig, limit: int, security: Security | None = None) -> None:
         self.ms = ms
         self.limit = limit
+        self.security = security
         self._lock = threading.Lock()
         #: state → idle connections, most recently used last
         self._idle: dict[State, deque[Upstream]] = {}
@@ -76,7 +81,9 @@ class UpstreamPool:
         return up
 
     def _new(self) -> Upstream:
-        return Upstream(self.ms.uris, self.ms.connect_timeout_s, self.ms.call_timeout_s)
+        return Upstream(
+            self.ms.uris, self.ms.connect_timeout_s, self.ms.call_timeout_s, self.security, self.limit
+        )
 
     def acquire(self, state: State = (), fresh: bool = False) -> Upstream:
         """A connected upstream connection carrying ``state``: a pooled one when there is one
@@ -92,6 +99,10 @@ class UpstreamPool:
                     POOL_IDLE.set(self._count)
             if up is None:
                 break
+            if up.lapsed():  # its Kerberos context ends: a new connection, with a new ticket
+                POOL_EVENTS.labels("ticket_lapsed").inc()
+                up.reset()
+                continue
             if now - up.last_used > self.ms.pool_idle_timeout_s:
                 POOL_EVENTS.labels("expired").inc()
                 up.reset()

@@ -17,10 +17,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from metaproxy.config import ListenerConfig
 from metaproxy.proxy.dialect import TRANSLATIONS, Untranslatable
@@ -50,11 +50,16 @@ class Session:
     """One client connection, and the upstream connection each of its calls borrows from the
     pool (:mod:`~metaproxy.proxy.pool`)."""
 
-    def __init__(self, state: ProxyState, listener: ListenerConfig, sock: socket.socket, peer: str) -> None:
+    def __init__(
+        self, state: ProxyState, listener: ListenerConfig, sock: Any, peer: str, principal: str = "-"
+    ) -> None:
         self.state = state
         self.listener = listener
+        #: a socket, or the TLS or SASL connection over one (the same methods)
         self.sock = sock
         self.peer = peer
+        #: the client's Kerberos principal on a kerberos listener, else "-"
+        self.principal = principal
         self.limit = state.config.proxy.max_message_bytes
         #: the upstream connection of the call under way, or the one this client keeps
         self.upstream: Upstream | None = None
@@ -95,7 +100,12 @@ class Session:
     def _reject_malformed(self, buf: bytearray, why: str) -> None:
         """Answer a PROTOCOL_ERROR when the header was readable, then drop the connection."""
         CALLS.labels("<malformed>", "malformed").inc()
-        audit.info("client=%s method=<malformed> outcome=malformed detail=%r", self.peer, why[:200])
+        audit.info(
+            "client=%s principal=%s method=<malformed> outcome=malformed detail=%r",
+            self.peer,
+            self.principal,
+            why[:200],
+        )
         try:
             h = binary.parse_header(buf)
         except binary.WireError:
@@ -311,6 +321,11 @@ class Session:
 
     def _borrow(self, fresh: bool) -> Upstream:
         """The upstream connection for this call: the one the client keeps, or one from the pool."""
+        if self.upstream is not None and not fresh and not self.txn and self.upstream.lapsed():
+            # a kept connection whose Kerberos context ends: the call goes on a new one
+            POOL_EVENTS.labels("ticket_lapsed").inc()
+            self.state.pool.release(self.upstream, reusable=False)
+            self.upstream = None
         if self.upstream is None or fresh:
             self.upstream = self.state.pool.acquire(self.conn_state, fresh=fresh)
         return self.upstream
@@ -441,9 +456,10 @@ class Session:
         if call.rewritten_out:
             REWRITTEN.labels("outbound").inc(call.rewritten_out)
         audit.info(
-            "client=%s profile=%s method=%s%s dbs=%s outcome=%s ms=%.2f in=%d rewritten_in=%d rewritten_out=%d%s",
+            "client=%s profile=%s principal=%s method=%s%s dbs=%s outcome=%s ms=%.2f in=%d rewritten_in=%d rewritten_out=%d%s",
             self.peer,
             self.listener.profile,
+            self.principal,
             h.name,
             f" as={call.translated}" if call.translated else "",
             ",".join(call.dbs) or "-",

@@ -21,6 +21,7 @@ from metaproxy.proxy.upstream import reply_schema, reply_schema_db, request_sche
 from metaproxy.proxy.warmup import Warmup
 from metaproxy.proxy.watch import UpstreamHealth
 from metaproxy.rewrite import Rewriter
+from metaproxy.security import security_for
 from metaproxy.state import StateDB, open_state
 from metaproxy.state.units import load_flips
 
@@ -53,7 +54,9 @@ class ProxyState:
         #: what each upstream is known not to serve (shared by every connection)
         self.dialects = Dialects()
         #: open upstream connections between client connections
-        self.pool = UpstreamPool(ms, self.config.proxy.max_message_bytes)
+        #: Kerberos to the HMS and for the kerberos listeners (no login without a principal)
+        self.security = security_for(self.config)
+        self.pool = UpstreamPool(ms, self.config.proxy.max_message_bytes, self.security)
         px = self.config.proxy
         #: answers of read-only calls, and whether the HMS answers at all
         self.metacache = MetadataCache(

@@ -11,13 +11,19 @@ import contextlib
 import socket
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from metaproxy.hms import parse_thrift_uri
 from metaproxy.proxy.metrics import UPSTREAM_UP
 from metaproxy.wire import binary, fields, schema
 from metaproxy.wire.binary import ONEWAY, Incomplete, Malformed, MessageHeader, Scanned
 
+if TYPE_CHECKING:
+    from metaproxy.security import Security
+
 RECV_SIZE = 1 << 20
+#: a connection whose Kerberos context ends within this many seconds is not lent again
+LAPSE_MARGIN_S = 5.0
 #: below this size a message is walked whole on each read instead of incrementally
 SMALL_MESSAGE = 256 * 1024
 
@@ -94,11 +100,22 @@ def reply_schema_db(h: MessageHeader) -> binary.StructSchema | None:
 class Upstream:
     """One connection to the first reachable HMS of the configured list."""
 
-    def __init__(self, uris: tuple[str, ...], connect_timeout: float, call_timeout: float) -> None:
+    def __init__(
+        self,
+        uris: tuple[str, ...],
+        connect_timeout: float,
+        call_timeout: float,
+        security: Security | None = None,
+        limit: int = 1 << 30,
+    ) -> None:
         self.uris = uris
         self.connect_timeout = connect_timeout
         self.call_timeout = call_timeout
-        self.sock: socket.socket | None = None
+        #: Kerberos (SASL GSSAPI) to the HMS, when configured
+        self.security = security
+        self.limit = limit
+        #: a plain socket, or the SASL connection over one (same methods)
+        self.sock: Any = None
         self.uri: str | None = None
         self.buf = bytearray()
         #: the state calls (set_ugi, …) this connection carries; see :mod:`metaproxy.proxy.pool`
@@ -122,20 +139,34 @@ class Upstream:
             sock.shutdown(socket.SHUT_RDWR)
         return True
 
-    def connect(self) -> socket.socket:
+    def lapsed(self) -> bool:
+        """True if the connection's Kerberos context ends (or ended): it is not used again."""
+        ends = getattr(self.sock, "expires_at", None)
+        return ends is not None and ends - time.monotonic() < LAPSE_MARGIN_S
+
+    def connect(self) -> Any:
         if self.sock is not None:
             return self.sock
         errors = []
         for uri in self.uris:
             host, port = parse_thrift_uri(uri)
             try:
-                sock = socket.create_connection((host, port), timeout=self.connect_timeout)
+                if self.security is not None:
+                    sock = self.security.hms_socket(
+                        host, port, self.connect_timeout, self.call_timeout, self.limit + 4096
+                    )
+                else:
+                    sock = socket.create_connection((host, port), timeout=self.connect_timeout)
+                    sock.settimeout(self.call_timeout)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError as e:
                 UPSTREAM_UP.labels(uri).set(0)
                 errors.append(f"{uri}: {e.strerror or e}")
                 continue
-            sock.settimeout(self.call_timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except Exception as e:  # Kerberos: no ticket, refused, no common layer
+                UPSTREAM_UP.labels(uri).set(0)
+                errors.append(f"{uri}: {e}")
+                continue
             UPSTREAM_UP.labels(uri).set(1)
             self.sock, self.uri = sock, uri
             return sock

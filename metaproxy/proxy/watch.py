@@ -24,6 +24,7 @@ from metaproxy.config import Config
 from metaproxy.events import EventLog, Unsupported
 from metaproxy.hms import connect_first
 from metaproxy.proxy.metacache import MetadataCache
+from metaproxy.security import security_for
 
 log = logging.getLogger("metaproxy.proxy")
 
@@ -101,7 +102,7 @@ class Watch:
     def _connect(self) -> Any:
         # the first HMS of the list that takes a connection, as the sessions fail over; they all
         # share one metastore database, so one notification log
-        return connect_first(self.uris, self.timeout_s)
+        return connect_first(self.uris, self.timeout_s, security_for(self.config))
 
     def subscribe(self, subscriber: Any) -> None:
         self.events.subscribe(subscriber)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import builtins
 import http.client
 import json
+import ssl
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -24,6 +25,9 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from metaproxy.ufs import FileStatus, Ufs, UfsError, UfsNotFound, UfsUnavailable
+
+if TYPE_CHECKING:
+    from metaproxy.security import Security
 
 
 def hdfs_path(uri_or_path: str) -> str:
@@ -38,11 +42,19 @@ def hdfs_path(uri_or_path: str) -> str:
 class WebHdfs(Ufs):
     """HDFS as a UFS: a thread-safe WebHDFS client (one HTTP session per thread)."""
 
-    def __init__(self, base_url: str, user: str = "hdfs", timeout: float = 60.0) -> None:
+    def __init__(
+        self, base_url: str, user: str = "hdfs", timeout: float = 60.0, security: Security | None = None
+    ) -> None:
+        from metaproxy.security import client_security
+
         self.base_url = base_url.rstrip("/")
         self.user = user
         self.timeout = timeout
         self._local = threading.local()
+        #: SPNEGO (Kerberos) and the CA an https:// WebHDFS is verified with; by default what
+        #: the process's config asks for
+        self.security = security if security is not None else client_security()
+        self.spnego = bool(self.security is not None and self.security.spnego and self.security.kerberos)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -57,8 +69,25 @@ class WebHdfs(Ufs):
             adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
             s.mount("http://", adapter)
             s.mount("https://", adapter)
+            if self.security is not None and self.security.ca_file:
+                s.verify = self.security.ca_file
             self._local.session = s
+        if self.spnego:
+            from metaproxy.security import spnego_auth
+
+            assert self.security is not None
+            # the login's current ticket (it is renewed from the keytab as it ages); the
+            # NameNode's cookie saves the handshake on later requests
+            s.auth = spnego_auth(self.security)
         return s
+
+    def _tls(self) -> ssl.SSLContext:
+        """The client TLS context for DataNodes (verified with the CA file, if one is set)."""
+        ctx = getattr(self, "_tls_context", None)
+        if ctx is None:
+            ca = self.security.ca_file if self.security is not None else ""
+            ctx = self._tls_context = ssl.create_default_context(cafile=ca or None)
+        return ctx
 
     def _url(self, path: str) -> str:
         p = hdfs_path(path)
@@ -78,7 +107,7 @@ class WebHdfs(Ufs):
         allow_redirects: bool = True,
         url: str | None = None,
     ) -> requests.Response:
-        query = {"op": op, "user.name": self.user}
+        query = {"op": op} if self.spnego else {"op": op, "user.name": self.user}
         if params:
             query.update({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in params.items()})
         target = url or self._url(path)
@@ -167,8 +196,13 @@ class WebHdfs(Ufs):
         if resp.status_code not in (301, 302, 303, 307, 308) or not location:
             raise UfsError(f"{where}: expected the bytes or a redirect, got HTTP {resp.status_code}")
         target = urlsplit(location)
-        conn_type = http.client.HTTPSConnection if target.scheme == "https" else http.client.HTTPConnection
-        conn = conn_type(target.hostname or "", target.port, timeout=self.timeout)
+        conn: http.client.HTTPConnection
+        if target.scheme == "https":
+            conn = http.client.HTTPSConnection(
+                target.hostname or "", target.port, timeout=self.timeout, context=self._tls()
+            )
+        else:
+            conn = http.client.HTTPConnection(target.hostname or "", target.port, timeout=self.timeout)
         try:
             conn.request("GET", f"{target.path}?{target.query}" if target.query else target.path)
             r = conn.getresponse()

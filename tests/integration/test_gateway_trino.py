@@ -29,6 +29,7 @@ def report(stack: dict[str, Any]) -> dict[str, Any]:
     return dict(r.json())
 
 
+@pytest.mark.secure
 def test_query_suite_through_the_gateway_equals_direct(
     stack: dict[str, Any], tpcds: Any, trino_query: Any
 ) -> None:

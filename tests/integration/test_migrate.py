@@ -142,6 +142,7 @@ def paths(trino_query: Any, db: str) -> dict[int, set[str]]:
 
 
 @pytest.mark.compat  # discovery and write-back (alter_table, alter_partition) on each HMS
+@pytest.mark.secure  # on the secure stack too: Kerberos to the HMS and WebHDFS
 def test_policy_migrates_flips_and_removes(
     stack: dict[str, Any], lake: dict[str, Any], trino_query: Any, s3_client: Any
 ) -> None:
@@ -396,6 +397,7 @@ def test_copier_multipart_verify_and_a_changed_source(stack: dict[str, Any], s3_
 
 
 @pytest.mark.compat  # discovery and write-back (alter_table, alter_partition) on each HMS
+@pytest.mark.secure  # on the secure stack too: Kerberos to the HMS and WebHDFS
 def test_queries_keep_their_answers_while_data_moves(
     stack: dict[str, Any], lake: dict[str, Any], trino_query: Any
 ) -> None:

@@ -14,6 +14,7 @@ from metaproxy.hms import connect
 pytestmark = [pytest.mark.integration, pytest.mark.compat]
 
 
+@pytest.mark.secure
 def test_metadata_agrees_with_direct(tpcds: Any, trino_query: Any) -> None:
     for sql in (
         "SHOW SCHEMAS",
@@ -26,6 +27,7 @@ def test_metadata_agrees_with_direct(tpcds: Any, trino_query: Any) -> None:
     assert len(trino_query('SELECT * FROM "store_sales$partitions"', catalog="onprem")) >= 100
 
 
+@pytest.mark.secure
 def test_locations_seen_through_onprem_are_rewritten(
     tpcds: Any, trino_query: Any, stack: dict[str, Any]
 ) -> None:
@@ -41,6 +43,7 @@ def test_locations_seen_through_onprem_are_rewritten(
     )
 
 
+@pytest.mark.secure
 def test_passthrough_returns_the_rows_of_direct(tpcds: Any, trino_query: Any) -> None:
     sql = "SELECT ss_sold_date_sk, ss_ticket_number, ss_item_sk, ss_net_profit FROM store_sales ORDER BY 1, 2, 3, 4"
     rows = trino_query(sql, catalog="passthrough")

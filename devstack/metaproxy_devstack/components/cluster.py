@@ -54,6 +54,8 @@ def gateway_url(st: StackLayout) -> str:
     """Where S3 clients (Trino's ``onprem`` catalog) reach the gateway: the balancer in a cluster."""
     if st.nodes > 1:
         return f"http://{HOST}:{st.port('balancer')}"
+    if st.secure:  # TLS, its certificate issued to the stack's service host
+        return f"https://{st.service_host}:{st.port('gateway')}"
     return f"http://{HOST}:{st.port('gateway')}"
 
 

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from metaproxy_devstack.common import HOST, S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, StackError
-from metaproxy_devstack.components.hdfs import site_xml
+from metaproxy_devstack.components.hdfs import secure_client_site, secure_core_site, site_xml
+from metaproxy_devstack.components.kdc import PRINCIPALS, java_kerberos_opts, kerberos_env, keytab
 from metaproxy_devstack.procs import JAVA17_OPENS, java_home, port_open
 
 if TYPE_CHECKING:
@@ -155,7 +156,18 @@ def prepare_hms(st: StackLayout) -> tuple[list[str], dict[str, str]]:
     hdfs = f"hdfs://{HOST}:{st.port('hdfs_rpc')}"
     (conf / "core-site.xml").write_text(site_xml(_core_site(st, hdfs)))
     name, site = SITES[version]
-    (conf / name).write_text(site_xml(site(st, hdfs)))
+    props = site(st, hdfs)
+    env = {"HADOOP_USER_NAME": "hdfs"}
+    krb: list[str] = []
+    if st.secure:
+        props.update(secure_site(st))
+        core = {**_core_site(st, hdfs), **secure_core_site(), **secure_client_site()}
+        # the quality of protection its SASL asks of clients: privacy (auth-conf)
+        core["hadoop.rpc.protection"] = "privacy"
+        (conf / "core-site.xml").write_text(site_xml(core))
+        env = kerberos_env(st)
+        krb = java_kerberos_opts(st)
+    (conf / name).write_text(site_xml(props))
     if not (st.data / "hms" / "metastore_db").exists():
         create_schema(st, SCHEMA_VERSIONS[version])
     java = Path(java_home(17, 21)) / "bin" / "java"
@@ -163,12 +175,25 @@ def prepare_hms(st: StackLayout) -> tuple[list[str], dict[str, str]]:
         str(java),
         "-Xmx1g",
         *JAVA17_OPENS,
+        *krb,
         f"-Dderby.stream.error.file={st.logs / 'derby.log'}",
         "-cp",
         f"{conf}:{st.lib / f'hms-{version}'}/*",
         "org.apache.hadoop.hive.metastore.HiveMetaStore",
     ]
-    return argv, {"HADOOP_USER_NAME": "hdfs"}
+    return argv, env
+
+
+def secure_site(st: StackLayout) -> dict[str, str]:
+    """The metastore's Kerberos: SASL GSSAPI on its Thrift port as ``hive/localhost``."""
+    return {
+        "metastore.sasl.enabled": "true",
+        "hive.metastore.sasl.enabled": "true",
+        "metastore.kerberos.principal": PRINCIPALS["hive"].full,
+        "hive.metastore.kerberos.principal": PRINCIPALS["hive"].full,
+        "metastore.kerberos.keytab.file": str(keytab(st, "hive")),
+        "hive.metastore.kerberos.keytab.file": str(keytab(st, "hive")),
+    }
 
 
 def schema_steps(scripts: Path, version: str) -> tuple[str, list[Path]]:
@@ -235,7 +260,7 @@ def hms_ready(st: StackLayout) -> bool:
     try:
         from metaproxy.hms import connect
 
-        with connect(f"thrift://{HOST}:{st.port('hms')}", timeout_s=10) as client:
+        with connect(f"thrift://{st.service_host}:{st.port('hms')}", timeout_s=10) as client:
             return "default" in client.get_all_databases()
     except Exception:
         return False

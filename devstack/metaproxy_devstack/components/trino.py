@@ -20,7 +20,15 @@ from metaproxy_devstack.common import (
     TRINO_VERSION,
 )
 from metaproxy_devstack.components.cluster import gateway_url
-from metaproxy_devstack.components.hdfs import site_xml
+from metaproxy_devstack.components.hdfs import secure_client_site, secure_core_site, site_xml
+from metaproxy_devstack.components.kdc import (
+    PRINCIPALS,
+    SERVICE_HOST,
+    java_kerberos_opts,
+    java_truststore_opts,
+    keytab,
+    tls_files,
+)
 from metaproxy_devstack.procs import java_home
 
 if TYPE_CHECKING:
@@ -80,7 +88,9 @@ def _write_server_config(st: StackLayout, etc: Path) -> None:
         "query.max-memory-per-node=1GB\n"
         "task.concurrency=2\n"
     )
-    (etc / "jvm.config").write_text("\n".join(JVM_CONFIG) + "\n")
+    # secure: the gateway's S3 API is reached over TLS, verified with the stack's CA
+    jvm = JVM_CONFIG + (java_kerberos_opts(st) + java_truststore_opts(st) if st.secure else [])
+    (etc / "jvm.config").write_text("\n".join(jvm) + "\n")
     (etc / "log.properties").write_text("io.trino=INFO\n")
 
 
@@ -88,9 +98,32 @@ def _write_server_config(st: StackLayout, etc: Path) -> None:
 DIRECT_CACHE_TTL = "60s"
 
 
+def secure_catalog(st: StackLayout, etc: Path, service_principal: str) -> dict[str, str]:
+    """A catalog of the secure stack: Kerberos as ``trino`` to its metastore (whose principal is
+    ``service_principal``) and to HDFS (SASL data transfer too)."""
+    site = etc / "secure-hadoop-site.xml"
+    site.write_text(site_xml({**secure_core_site(), **secure_client_site()}))
+    trino_keytab = str(keytab(st, "trino"))
+    return {
+        "hive.metastore.authentication.type": "KERBEROS",
+        "hive.metastore.service.principal": service_principal,
+        "hive.metastore.client.principal": PRINCIPALS["trino"].full,
+        "hive.metastore.client.keytab": trino_keytab,
+        "hive.hdfs.authentication.type": "KERBEROS",
+        "hive.hdfs.trino.principal": PRINCIPALS["trino"].full,
+        "hive.hdfs.trino.keytab": trino_keytab,
+        "hive.config.resources": str(site),
+    }
+
+
 def _write_direct_catalogs(st: StackLayout, etc: Path) -> None:
     """``direct`` (the HMS and HDFS themselves); with the WAN link also ``direct_cache`` (Trino's
     file-system cache) and ``direct_cache_ttl`` (that, plus its metastore and listing caches)."""
+    if st.secure:
+        hms = f"thrift://{SERVICE_HOST}:{st.port('hms')}"
+        props = secure_catalog(st, etc, PRINCIPALS["hive"].full)
+        (etc / "catalog" / "direct.properties").write_text(trino_catalog(hms, st, props))
+        return
     hms = f"thrift://{st.onprem_host}:{st.port('hms')}"
     (etc / "catalog" / "direct.properties").write_text(trino_catalog(hms, st))
     if st.wan is None:
@@ -153,17 +186,24 @@ def write_gateway_mapping(st: StackLayout, etc: Path | None = None, endpoint: st
 
 def _write_metaproxy_catalogs(st: StackLayout, etc: Path) -> None:
     """Through metaproxy: ``onprem`` with the cloud profile (its gateway bucket goes to the cache
-    gateway through an S3 security mapping), ``passthrough`` rewriting nothing.
+    gateway through an S3 security mapping), ``passthrough`` rewriting nothing; on the secure
+    stack both with Kerberos to the proxy's own principal, over TLS.
     """
     mapping = write_gateway_mapping(st, etc)
+    through = dict(THROUGH_METAPROXY)
+    if st.secure:
+        # Kerberos to the proxy's own principal, over TLS verified with the stack's CA
+        through.update(secure_catalog(st, etc, PRINCIPALS["metaproxy"].full))
+        through["hive.metastore.thrift.client.ssl.enabled"] = "true"
+        through["hive.metastore.thrift.client.ssl.trust-certificate"] = str(tls_files(st).ca)
     onprem = {
-        **THROUGH_METAPROXY,
+        **through,
         "s3.security-mapping.enabled": "true",
         "s3.security-mapping.config-file": str(mapping),
         # re-read, so a gateway cluster can be added or removed under a running Trino
         "s3.security-mapping.refresh-period": MAPPING_REFRESH,
     }
-    proxy = f"thrift://{HOST}:{st.port('proxy')}"
+    proxy = f"thrift://{st.service_host}:{st.port('proxy')}"
     (etc / "catalog" / "onprem.properties").write_text(trino_catalog(proxy, st, onprem))
     if st.wan is not None:
         # with the link, also metaproxy with Trino's file-system cache in front of the gateway
@@ -177,7 +217,7 @@ def _write_metaproxy_catalogs(st: StackLayout, etc: Path) -> None:
         }
         (etc / "catalog" / "onprem_cache.properties").write_text(trino_catalog(proxy, st, layered))
     (etc / "catalog" / "passthrough.properties").write_text(
-        trino_catalog(f"thrift://{HOST}:{st.port('proxy_passthrough')}", st, THROUGH_METAPROXY)
+        trino_catalog(f"thrift://{st.service_host}:{st.port('proxy_passthrough')}", st, through)
     )
 
 
