@@ -146,15 +146,10 @@ class Warmup:
     def events(self, batch: list[Event]) -> None:
         """After the cache has dropped what the events touched: ask again what engines asked."""
         todo: dict[tuple[str, str, bytes], None] = {}
-        # nothing after a drop: it leaves less to ask, and a table or database dropped in steps
-        # (its partitions first) would have the proxy reading what the HMS is busy deleting
-        dropped = {(e.db.lower(), e.table.lower()) for e in batch if e.type == "DROP_TABLE"}
         for e in batch:
-            if not e.table or e.type.startswith("DROP_") or e.type.endswith("_DATABASE"):
+            if not e.table or e.type.startswith("DROP_TABLE") or e.type.endswith("_DATABASE"):
                 continue
             db, table = e.db.lower(), e.table.lower()
-            if (db, table) in dropped:
-                continue
             with self._lock:
                 mine = [(k[0], k[3], v) for k, v in self._examples.items() if k[1] == db and k[2] == table]
             added = e.added_partitions()

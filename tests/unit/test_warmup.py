@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 from hive_metastore import ThriftHiveMetastore as hms
@@ -100,27 +99,3 @@ def test_after_an_event_the_calls_made_on_its_table_are_asked_again() -> None:
             ("cloud", "get_partitions_by_names", new),
         ]
     )
-
-
-def test_nothing_is_asked_after_a_drop() -> None:
-    asked: list[str] = []
-    w = Warmup(lambda profile, method, args: asked.append(method) or True)
-    table = _args(hms.get_table_args(dbname="db", tbl_name="t"))
-    w.seen("cloud", "get_table", table, [("db", "t")])
-    w.seen("cloud", "get_table", _args(hms.get_table_args(dbname="db", tbl_name="u")), [("db", "u")])
-    # partitions dropped, then the table (a database dropped with its tables), and another
-    # table's partitions dropped alone
-    w.events(
-        [
-            Event(1, 0, "DROP_PARTITION", "db", "t", "{}"),
-            Event(2, 0, "ALTER_TABLE", "db", "t", "{}"),
-            Event(3, 0, "DROP_TABLE", "db", "t", "{}"),
-            Event(4, 0, "DROP_PARTITION", "db", "u", "{}"),
-        ]
-    )
-    w.events([Event(5, 0, "ALTER_TABLE", "db", "u", "{}")])
-    deadline = time.monotonic() + 10
-    while not asked and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.2)
-    assert asked == ["get_table"]  # u's, after its ALTER_TABLE only
