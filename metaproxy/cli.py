@@ -58,7 +58,7 @@ def _open_state_and_config(ctx: click.Context) -> tuple[Any, Any]:
     from metaproxy.state import open_state
 
     cfg = load_config(ctx.obj["config_path"])
-    return cfg, ctx.with_resource(open_state(cfg.state_path))
+    return cfg, ctx.with_resource(open_state(cfg.state))
 
 
 @mount.command("add")

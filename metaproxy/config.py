@@ -468,6 +468,9 @@ class MigrateConfig:
 
     target: str = _key("target", "str", "s3://metaproxy-migrated/", check=_s3_prefix)
     interval_s: float = _key("interval", "duration", 30.0)
+    #: how long a loop's claim on a unit holds without being renewed: another loop (sharing a
+    #: PostgreSQL state) takes over a unit whose loop died after this long
+    lease_s: float = _key("lease", "duration", 60.0, check=_in_range(1, 86400, "between 1s and 1d"))
     grace_period_s: float = _key("grace_period", "duration", 3600.0)
     part_size: int = _key("part_size", "size", 16 * 1024 * 1024)
     parallelism: int = _key("parallelism", "int", 4)
@@ -522,12 +525,37 @@ class ClusterConfig:
     nodes: tuple[NodeConfig, ...] = _key("node", "array", (), of=NodeConfig, check=_distinct_nodes)
 
 
+def _state_url(url: str, _: Mapping[str, Any]) -> str:
+    if not url:
+        return url
+    if not url.startswith(("postgresql://", "postgresql+psycopg://")):
+        raise _Invalid("a postgresql://user@host:port/database URL")
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as e:
+        raise _Invalid(f"a postgresql://user@host:port/database URL ({e})", "a malformed URL") from None
+    if parts.password is not None:
+        # never echo the value: it holds a password
+        raise _Invalid(
+            "a URL without a password (libpq takes it from ~/.pgpass or $PGPASSFILE)", "a URL with a password"
+        )
+    if not parts.path.strip("/"):
+        raise _Invalid("a URL that names the database (…/metaproxy)")
+    return url
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration of a metaproxy deployment."""
 
     source: str
     state_path: str = _key("state.path", "path", "var/metaproxy.db")
+    #: a PostgreSQL database several machines share (``postgresql://user@host:port/db``); when
+    #: set, ``state.path`` is not used
+    state_url: str = _key("state.url", "str", "", check=_state_url)
     metastore: MetastoreConfig = _key("metastore", "section", factory=MetastoreConfig)
     proxy: ProxyConfig = _key("proxy", "section", factory=ProxyConfig)
     gateway: GatewayConfig = _key("gateway", "section", factory=GatewayConfig)
@@ -539,6 +567,12 @@ class Config:
     tls: TlsConfig = _key("tls", "section", factory=TlsConfig)
     mounts: tuple[MountConfig, ...] = _key("mount", "array", (), of=MountConfig, check=_distinct_paths)
     log_level: str = _key("log_level", "choice", "INFO", choices=LOG_LEVELS)
+
+    @property
+    def state(self) -> str:
+        """Where metaproxy's state lives: ``[state] url`` (PostgreSQL) if set, else the SQLite
+        file ``[state] path`` (what :func:`metaproxy.state.open_state` takes)."""
+        return self.state_url or self.state_path
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from metaproxy.proxy.shared import ProxyState
 from metaproxy.proxy.warmup import Warmup, ask_through
 from metaproxy.proxy.watch import Watch
 from metaproxy.security.sasl import PlainThriftClient, SaslError, ServerPolicy, server_handshake
+from metaproxy.state import shown, state_url
 from metaproxy.wire import binary
 
 log = logging.getLogger("metaproxy.proxy")
@@ -191,6 +192,11 @@ class MetastoreProxy:
             "upstream_versions": self.state.dialects.versions(),
             "not_served_by_upstream": self.state.dialects.lacking(),
             "kerberos": self.state.security.status(),
+            "state": {
+                "where": shown(state_url(self.config.state)),
+                "reachable": not self.state.state_problem,
+                "problem": self.state.state_problem,
+            },
         }
 
     def stop(self) -> None:

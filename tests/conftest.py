@@ -21,6 +21,9 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 HMS_VERSION = os.environ.get("METAPROXY_HMS") or "4.0"
 #: the secure stack (Kerberos, TLS): ``METAPROXY_SECURE=1 pytest -m secure``
 SECURE = os.environ.get("METAPROXY_SECURE", "").lower() in ("1", "true", "yes")
+#: where the stack's metaproxy keeps its state: ``METAPROXY_STATE=postgres pytest -m state``
+#: runs the state, proxy and migration suites on PostgreSQL
+STATE = os.environ.get("METAPROXY_STATE") or "sqlite"
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
@@ -43,7 +46,7 @@ def stack() -> Iterator[dict[str, Any]]:
     """The running stack's endpoints (see metaproxy_devstack)."""
     from metaproxy_devstack.launcher import Stack, StackError
 
-    st = Stack(hms_version=HMS_VERSION, secure=SECURE)
+    st = Stack(hms_version=HMS_VERSION, secure=SECURE, state=STATE)
     reused = st.is_running()
     try:
         endpoints = st.up()
@@ -56,6 +59,66 @@ def stack() -> Iterator[dict[str, Any]]:
     yield endpoints
     if not reused and not os.environ.get("METAPROXY_KEEP_STACK"):
         st.down(quiet=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[int]:
+    """A PostgreSQL server's port: the stack's in a run on PostgreSQL (``METAPROXY_STATE``), else
+    a server of the tests' own (Debian's postgresql package), stopped at the end."""
+    import shutil
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from metaproxy_devstack.common import StackError, load_endpoints
+    from metaproxy_devstack.components import postgres as pg
+    from metaproxy_devstack.procs import free_port, spawn, stop_group
+
+    ep = load_endpoints() or {}
+    if STATE == "postgres" and ep.get("postgres"):
+        yield int(str(ep["postgres"]).rsplit(":", 1)[1].split("/")[0])
+        return
+    try:
+        pg.pg_bin()
+    except StackError as e:
+        if IN_CI:
+            pytest.fail(str(e), pytrace=False)
+        pytest.skip(str(e))
+    # under /tmp itself: the server's own user must reach it (pytest's folders are private)
+    home = Path(tempfile.mkdtemp(prefix="metaproxy-pg-"))
+    home.chmod(0o755)
+    port = free_port()
+    pg.init_cluster(home / "data", home / "run", home / "init.log")
+    pid = spawn(pg.server_argv(home / "data", home / "run", port), {}, home / "server.log", home)
+    deadline = time.monotonic() + 60
+    while not pg.create_database(port, pg.DATABASE):
+        if time.monotonic() > deadline:
+            stop_group(pid)
+            pytest.fail(f"PostgreSQL did not start; see {home / 'server.log'}", pytrace=False)
+        time.sleep(0.3)
+    yield port
+    stop_group(pid)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def fresh_postgres_database(port: int) -> str:
+    """The state URL of a new, empty database on the server at ``port``."""
+    import uuid
+
+    from metaproxy_devstack.components import postgres as pg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    if not pg.create_database(port, name):
+        raise RuntimeError(f"PostgreSQL on port {port} does not answer")
+    return pg.url(port, name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_where(request: Any, tmp_path: Any) -> str:
+    """An empty state on each backend: a SQLite file path, or a new PostgreSQL database URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "state.db")
+    return fresh_postgres_database(request.getfixturevalue("postgres_server"))
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import sys
 import click
 
 from metaproxy_devstack.common import DEFAULT_HMS_VERSION, HMS_RELEASES, HMS_VERSIONS
+from metaproxy_devstack.layout import STATE_BACKENDS
 
 # the commands import what they drive when they run: the ``metaproxy`` command loads this
 # module on every call
@@ -59,7 +60,19 @@ def stack() -> None:
     help="Kerberos (an MIT KDC of the stack's own) on HDFS, the HMS, Trino and metaproxy, and TLS "
     "from a throw-away CA. Needs Hive Metastore 4.0 and no WAN link.",
 )
-def stack_up(wan: bool, rtt_ms: float, mbit: float, hms_version: str, gateways: int, secure: bool) -> None:
+@click.option(
+    "--state",
+    type=click.Choice(STATE_BACKENDS),
+    default="sqlite",
+    envvar="METAPROXY_STATE",
+    show_default=True,
+    show_envvar=True,
+    help="Where metaproxy keeps its state: a SQLite file, or a PostgreSQL server the stack starts "
+    "(Debian's postgresql package). On a running stack only metaproxy's services change.",
+)
+def stack_up(
+    wan: bool, rtt_ms: float, mbit: float, hms_version: str, gateways: int, secure: bool, state: str
+) -> None:
     """Start the stack (or reuse the running one) and print its endpoints.
 
     A running stack of another kind (with or without the link, another Hive Metastore version)
@@ -70,7 +83,7 @@ def stack_up(wan: bool, rtt_ms: float, mbit: float, hms_version: str, gateways: 
 
     wan_link = {"rtt_ms": rtt_ms, "mbit": mbit} if wan else None
     try:
-        ep = Stack(wan=wan_link, hms_version=hms_version, gateways=gateways, secure=secure).up()
+        ep = Stack(wan=wan_link, hms_version=hms_version, gateways=gateways, secure=secure, state=state).up()
     except StackError as e:
         click.echo(f"stack: {e}", err=True)
         sys.exit(1)

@@ -220,7 +220,7 @@ def _add_policy(console: Console, config: Any, schema: str) -> None:
     from metaproxy.migrate.policy import add_policy
     from metaproxy.state import open_state
 
-    with open_state(config.state_path) as db:
+    with open_state(config.state) as db:
         add_policy(db, schema, f"/tpcds/{schema}/store_sales", DEMO_POLICY)
     say(console, f'  metaproxy policy add /tpcds/{schema}/store_sales "{DEMO_POLICY}"')
 

@@ -49,6 +49,8 @@ from metaproxy_devstack.components.hdfs import (
 )
 from metaproxy_devstack.components.hms import LOOPBACK_ONLY, hms_ready, prepare_hms
 from metaproxy_devstack.components.kdc import kdc_ready, prepare_kdc, secure_endpoints, use_stack_kerberos
+from metaproxy_devstack.components.postgres import postgres_ready, prepare_postgres
+from metaproxy_devstack.components.postgres import url as postgres_url
 from metaproxy_devstack.components.s3 import prepare_s3, s3_ready
 from metaproxy_devstack.components.services import gateway_ready, prepare_gateway, prepare_proxy, proxy_ready
 from metaproxy_devstack.components.trino import (
@@ -87,7 +89,9 @@ class Stack(StackLayout):
         base = [
             c
             for c in COMPONENTS
-            if (c.name != "wan" or self.wan is not None) and (c.name != "kdc" or self.secure)
+            if (c.name != "wan" or self.wan is not None)
+            and (c.name != "kdc" or self.secure)
+            and (c.name != "postgres" or self.state_backend == "postgres")
         ]
         if self.nodes == 1:
             return base
@@ -109,6 +113,7 @@ class Stack(StackLayout):
             "admin": f"http://{HOST}:{self.port('proxy_admin')}",
             "config": str(self.conf / "metaproxy.toml"),
             **cluster_endpoints(self),
+            "state": self.state_backend,
             "s3_access_key": S3_ACCESS_KEY,
             "s3_secret_key": S3_SECRET_KEY,
             "s3_region": S3_REGION,
@@ -120,6 +125,8 @@ class Stack(StackLayout):
         }
         if self.secure:
             ep.update(secure_endpoints(self))
+        if self.state_backend == "postgres":
+            ep["postgres"] = postgres_url(self.port("postgres"))
         if self.wan is not None:
             h = WAN_HOST
             ep["wan"] = {
@@ -144,6 +151,8 @@ class Stack(StackLayout):
         self.secure = "secure" in ep
         if self.secure:
             use_stack_kerberos(self)
+        if self.state is None:
+            self.state = str(ep.get("state", "sqlite"))
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -160,6 +169,8 @@ class Stack(StackLayout):
             return False  # another number of gateway nodes: resized by up()
         if ("secure" in ep) != self.secure:
             return False  # the running stack is (or is not) the secure one: not the one wanted
+        if self.state not in (None, ep.get("state", "sqlite")):
+            return False  # metaproxy keeps its state elsewhere: restated by up()
         self._adopt(ep)
         if any(c.name not in self.pids for c in self.components()):
             return False  # started by an older version of this launcher, or partially
@@ -178,6 +189,8 @@ class Stack(StackLayout):
             ep = load_endpoints(self.dir)
             assert ep is not None
             return ep
+        if self._other_state_running():
+            return self.restate()
         if self._other_size_running():
             if self.gateways is None:
                 self.gateways = int((load_endpoints(self.dir) or {}).get("gateways", 1))
@@ -229,6 +242,47 @@ class Stack(StackLayout):
         return all(
             c.name in running.pids and pid_alive(running.pids[c.name]) and c.ready(running) for c in rest
         )
+
+    def _other_state_running(self) -> bool:
+        """True if the stack wanted runs but for where metaproxy keeps its state. Then only
+        metaproxy's services (and PostgreSQL) are replaced."""
+        ep = load_endpoints(self.dir)
+        if not ep or self.state is None or ep.get("state", "sqlite") == self.state:
+            return False
+        if ("wan" in ep) != (self.wan is not None) or ("secure" in ep) != self.secure:
+            return False
+        if self.hms_version not in (None, running_hms_version(ep)):
+            return False
+        if self.gateways not in (None, int(ep.get("gateways", 1))):
+            return False
+        running = Stack(dir=self.dir, wan=self.wan, hms_version=self.hms_version, gateways=None, state=None)
+        running._adopt(ep)
+        rest = [c for c in running.components() if not _stateful(c.name)]
+        return all(
+            c.name in running.pids and pid_alive(running.pids[c.name]) and c.ready(running) for c in rest
+        )
+
+    def restate(self) -> dict[str, Any]:
+        """Run metaproxy's services with the state backend wanted (``state``) on the running
+        stack: the proxy, the gateway(s) and PostgreSQL stop, PostgreSQL starts when wanted,
+        the services start again with the new config. Every other component keeps running."""
+        t0 = time.monotonic()
+        ep = load_endpoints(self.dir)
+        assert ep is not None
+        wanted = self.state
+        old = Stack(dir=self.dir, wan=self.wan, hms_version=self.hms_version, gateways=None, state=None)
+        old._adopt(ep)
+        self.ports, self.pids = dict(old.ports), dict(old.pids)
+        self.hms_version, self.gateways, self.state = old.hms_version, old.gateways, wanted
+        for name in [n for n in self.pids if _stateful(n)]:
+            stop_group(self.pids.pop(name))
+            (self.dir / "pids" / f"{name}.pid").unlink(missing_ok=True)
+        self._start([c for c in self.components() if _stateful(c.name)])
+        out = self.endpoints()
+        out["start_seconds"] = ep.get("start_seconds", {})
+        endpoints_path(self.dir).write_text(json.dumps(out, indent=2, sort_keys=True))
+        print(f"stack: metaproxy's state on {self.state_backend} in {time.monotonic() - t0:.1f}s", flush=True)
+        return out
 
     def resize(self) -> dict[str, Any]:
         """Run ``gateways`` gateway nodes (and the balancer when more than one) on the running
@@ -357,15 +411,23 @@ COMPONENTS: list[Component] = [
     Component("trino", prepare_trino, trino_ready, timeout_s=300, after=("kdc",)),
     Component("datanode", prepare_datanode, datanode_ready, timeout_s=120, after=("namenode",)),
     Component("hms", prepare_hms, hms_ready, timeout_s=180, after=("datanode", "s3")),
-    Component("proxy", prepare_proxy, proxy_ready, timeout_s=60, after=("hms", "wan")),
-    Component("gateway", prepare_gateway, gateway_ready, timeout_s=60, after=("datanode", "wan")),
+    # only with ``state="postgres"``: metaproxy's shared state
+    Component("postgres", prepare_postgres, postgres_ready, timeout_s=60),
+    Component("proxy", prepare_proxy, proxy_ready, timeout_s=60, after=("hms", "wan", "postgres")),
+    Component("gateway", prepare_gateway, gateway_ready, timeout_s=60, after=("datanode", "wan", "postgres")),
 ]
+
+
+def _stateful(component: str) -> bool:
+    """True for the components a change of state backend replaces: PostgreSQL and metaproxy's
+    services (the proxy, the gateway nodes, the balancer)."""
+    return component in ("postgres", "proxy") or is_gateway_part(component)
 
 
 def cluster_components(nodes: int) -> list[Component]:
     """The rows of a gateway cluster (``stack up --gateways N``, N > 1): each node, the first
     one in the ``gateway`` row's place, and the balancer once every node is ready."""
-    after = ("datanode", "wan")
+    after = ("datanode", "wan", "postgres")
     rows = [
         Component(component_name(i), prepare_node(i), node_ready(i), timeout_s=60, after=after)
         for i in range(1, nodes + 1)

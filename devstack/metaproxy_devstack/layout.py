@@ -12,6 +12,9 @@ from pathlib import Path
 from metaproxy_devstack.common import DEFAULT_HMS_VERSION, HMS_VERSIONS, HOST, WAN_HOST, stack_dir
 from metaproxy_devstack.procs import free_port
 
+#: the state backends the stack runs metaproxy with (``stack up --state``)
+STATE_BACKENDS = ("sqlite", "postgres")
+
 
 @dataclass
 class StackLayout:
@@ -33,8 +36,13 @@ class StackLayout:
     #: the secure stack (``stack up --secure``): a KDC, Kerberos on HDFS, the HMS, Trino and
     #: metaproxy, TLS from a throw-away CA (see :mod:`metaproxy_devstack.components.kdc`)
     secure: bool = False
+    #: where metaproxy keeps its state (``stack up --state``): "sqlite" (a file, the default) or
+    #: "postgres" (a PostgreSQL server of the stack's own). None: the running stack's, else sqlite
+    state: str | None = None
 
     def __post_init__(self) -> None:
+        if self.state is not None and self.state not in STATE_BACKENDS:
+            raise ValueError(f"unknown state backend {self.state!r}; expected one of {STATE_BACKENDS}")
         if self.gateways is not None and self.gateways < 1:
             raise ValueError(f"a stack runs at least one gateway, not {self.gateways}")
         if self.secure and self.gateways is not None and self.gateways > 1:
@@ -48,6 +56,11 @@ class StackLayout:
     def hms(self) -> str:
         """The Hive Metastore version the stack runs (or will run)."""
         return self.hms_version or DEFAULT_HMS_VERSION
+
+    @property
+    def state_backend(self) -> str:
+        """Where metaproxy keeps its state on this stack: "sqlite" or "postgres"."""
+        return self.state or "sqlite"
 
     @property
     def nodes(self) -> int:

@@ -91,7 +91,7 @@ class Gateway:
             g.stale_if_error_s,
         )
         self.read_ahead = ReadAhead(g.read_ahead_blocks)
-        self.db = open_state(config.state_path)
+        self.db = open_state(config.state)
         self.reads = ReadLog(self.db)
         self.keys = {g.access_key: g.secret_key} if g.access_key and g.secret_key else {}
         self.mounts: MountTable = load_mount_table(config, None)

@@ -19,7 +19,7 @@ from metaproxy.state import open_state
 def policy(ctx: click.Context) -> None:
     """Migration policies, e.g. ufsMigrate(olderThan(1m), UFS[hdfs]:REMOVE, UFS[s3]:STORE)."""
     cfg = load_config(ctx.obj["config_path"])
-    ctx.obj["db"] = ctx.with_resource(open_state(cfg.state_path))
+    ctx.obj["db"] = ctx.with_resource(open_state(cfg.state))
 
 
 @policy.command("add")

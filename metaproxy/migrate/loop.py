@@ -6,6 +6,12 @@ loop only reads it). Units move independently; one that fails records its error 
 retried with exponential backoff, from the state it failed in, without touching anything
 already migrated.
 
+Several loops — on one machine or many, sharing a PostgreSQL state — may run the same
+policies: each drives a unit only while it holds the unit's lease (see
+:mod:`metaproxy.state.units`), renewed on every step and by a heartbeat while a copy runs, so
+two loops never copy the same unit at once, and a loop that dies leaves a lease that expires
+after ``[migrate] lease``; the next loop to come by finishes the unit by the same rules.
+
 ``Migrator.run_once()`` is one pass over every policy (what the APScheduler job calls, and
 what tests call); ``Migrator.serve()`` schedules one job per policy.
 """
@@ -13,6 +19,8 @@ what tests call); ``Migrator.serve()`` schedules one job per policy.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -31,7 +39,7 @@ from metaproxy.security import security_for
 from metaproxy.state import open_state
 from metaproxy.state.cache import last_read
 from metaproxy.state.policies import PolicyRow
-from metaproxy.state.units import UNDER_WAY, FileState, MigrationStore, Unit, UnitFile, UnitState
+from metaproxy.state.units import UNDER_WAY, FileState, LeaseLost, MigrationStore, Unit, UnitFile, UnitState
 from metaproxy.ufs import FileStatus, UfsNotFound, UfsSet
 from metaproxy.uri import scheme_of
 
@@ -87,8 +95,16 @@ class Migrator:
     def __init__(self, config: Config, hms_uri: str | None = None) -> None:
         self.config = config
         self.hms_uri = hms_uri or config.metastore.uris[0]
-        self.db = open_state(config.state_path)
-        self.store = MigrationStore(self.db)
+        self.db = open_state(config.state)
+        #: this loop, as the leases it holds name it
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.store = MigrationStore(self.db, self.owner, config.migrate.lease_s)
+        #: the units this loop holds a lease on now (renewed by the heartbeat)
+        self._held: set[int] = set()
+        self._held_lock = threading.Lock()
+        self._stop_heartbeat = threading.Event()
+        self._heartbeat = threading.Thread(target=self._beat, name="migrate-lease", daemon=True)
+        self._heartbeat.start()
         security_for(config)  # Kerberos and TLS for its WebHDFS and HMS clients
         self.ufs = UfsSet(config.hdfs, config.s3)
         m = config.migrate
@@ -103,8 +119,44 @@ class Migrator:
         self.before_step: Callable[[str], None] | None = None
 
     def close(self) -> None:
+        self._stop_heartbeat.set()
+        self._heartbeat.join(5)
         self.copier.close()
         self.db.close()
+
+    # -- leases -----------------------------------------------------------------------------
+
+    def _beat(self) -> None:
+        """Renew the leases of the units being driven, three times per lease."""
+        while not self._stop_heartbeat.wait(self.config.migrate.lease_s / 3):
+            with self._held_lock:
+                held = sorted(self._held)
+            if not held:
+                continue
+            try:
+                lost = self.store.renew(held)
+            except Exception as e:  # the state unreachable: the steps themselves will fail
+                log.warning("could not renew leases: %s", e)
+                continue
+            for uid in lost:
+                log.warning("unit %s: lease lost to another migration loop", uid)
+
+    def drive_claimed(self, unit: Unit, expr: PolicyExpr) -> str:
+        """Drive a unit if this loop can claim its lease; "leased" when another loop holds it."""
+        claimed = self.store.claim(unit.id)
+        if claimed is None:
+            return "leased"
+        with self._held_lock:
+            self._held.add(unit.id)
+        try:
+            return self.drive(claimed, expr)
+        finally:
+            with self._held_lock:
+                self._held.discard(unit.id)
+            try:
+                self.store.release(unit.id)
+            except Exception as e:  # it expires by itself
+                log.warning("unit %s: could not release its lease: %s", unit.id, e)
 
     # -- policies and units ---------------------------------------------------------------
 
@@ -147,13 +199,13 @@ class Migrator:
             for i, ref in enumerate(refs, start=1):
                 unit = self.store.upsert_unit(row.name, ref.db, ref.table, ref.part, ref.location)
                 driven.add(unit.id)
-                report.add(self.drive(unit, expr))
+                report.add(self.drive_claimed(unit, expr))
                 if progress is not None:
                     progress(row.name, i, len(refs))
             # units under way whose HMS location no longer shows them (written back to S3)
             for unit in self.store.units(row.name):
                 if unit.id not in driven and unit.state in UNDER_WAY:
-                    report.add(self.drive(unit, expr))
+                    report.add(self.drive_claimed(unit, expr))
         return report
 
     def _step(self, name: str) -> None:
@@ -177,20 +229,28 @@ class Migrator:
                     return unit.state
                 if unit.attempt - attempts > MAX_ATTEMPTS_PER_PASS:
                     return unit.state  # a source that keeps changing: the next pass tries again
+        except LeaseLost as e:
+            # another loop took the unit over while this one stalled: it is that loop's now
+            log.warning("unit %s (%s): %s; leaving it", unit.id, unit.source, e)
+            return "leased"
         except Exception as e:
             failures = unit.failures + 1
             delay = min(MAX_BACKOFF_S, 2.0**failures)
             resume = self.store.unit(unit.id).state
             msg = f"{type(e).__name__}: {e}"
             log.warning("unit %s (%s): %s; retrying in %.0fs", unit.id, unit.source, msg, delay)
-            self.store.set_state(
-                unit.id,
-                UnitState.FAILED,
-                last_error=msg,
-                resume_state=resume,
-                failures=failures,
-                next_try=time.time() + delay,
-            )
+            try:
+                self.store.set_state(
+                    unit.id,
+                    UnitState.FAILED,
+                    last_error=msg,
+                    resume_state=resume,
+                    failures=failures,
+                    next_try=time.time() + delay,
+                )
+            except LeaseLost as lost:
+                log.warning("unit %s: %s; leaving it", unit.id, lost)
+                return "leased"
             return UnitState.FAILED
 
     def _advance(self, unit: Unit, expr: PolicyExpr) -> tuple[bool, Unit]:
@@ -347,10 +407,13 @@ class Migrator:
             self.store.attempt_cleaned(a["unit_id"], a["attempt"])
             self.store.event(a["unit_id"], "cleaned", a["dest"])
         try:
-            current = self.store.current_dests()
+            # uploads under a unit another loop drives now are that loop's copies in flight
+            busy = tuple(d.rstrip("/") + "/" for d in self.store.leased_dests(self.owner))
             for up in self.ufs.s3.uploads(self.target):
+                if up.uri.startswith(busy):
+                    continue
                 self.ufs.s3.abort_upload(up)
-                self.store.event(None, "aborted-upload", f"{up.uri} ({len(current)} current attempts)")
+                self.store.event(None, "aborted-upload", up.uri)
         except Exception as e:
             log.debug("multipart sweep skipped: %s", e)
 

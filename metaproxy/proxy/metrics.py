@@ -19,6 +19,7 @@ TRANSLATED = Counter(
     "Calls sent upstream as another method the upstream serves",
     ["method", "as_method"],
 )
+STATE_UP = Gauge("metaproxy_proxy_state_up", "1 if the last read of the state (mounts, flips) worked")
 POOL_IDLE = Gauge("metaproxy_proxy_upstream_pool_idle", "Open upstream connections waiting in the pool")
 POOL_EVENTS = Counter(
     "metaproxy_proxy_upstream_pool",

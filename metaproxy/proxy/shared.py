@@ -16,13 +16,14 @@ from metaproxy.config import Config
 from metaproxy.mounts import MountTable, load_mount_table
 from metaproxy.proxy.dialect import Dialects
 from metaproxy.proxy.metacache import MetadataCache
+from metaproxy.proxy.metrics import STATE_UP
 from metaproxy.proxy.pool import UpstreamPool
 from metaproxy.proxy.upstream import reply_schema, reply_schema_db, request_schema, request_schema_db
 from metaproxy.proxy.warmup import Warmup
 from metaproxy.proxy.watch import UpstreamHealth
 from metaproxy.rewrite import Rewriter
 from metaproxy.security import security_for
-from metaproxy.state import StateDB, open_state
+from metaproxy.state import StateDB, open_state, shown, state_url
 from metaproxy.state.units import load_flips
 
 #: once the HMS is found not answering, a call that has heard nothing from it for this long is
@@ -51,6 +52,9 @@ class ProxyState:
         self.request_schema = request_schema_db if maps_dbs else request_schema
         self.reply_schema = reply_schema_db if maps_dbs else reply_schema
         self._db: StateDB | None = None
+        #: the flips in force, and why the state could not be read last time ('' when it could)
+        self._flips: dict[str, str] = {}
+        self.state_problem = ""
         #: what each upstream is known not to serve (shared by every connection)
         self.dialects = Dialects()
         #: open upstream connections between client connections
@@ -74,7 +78,7 @@ class ProxyState:
 
     def _state(self) -> StateDB:
         if self._db is None:
-            self._db = open_state(self.config.state_path)
+            self._db = open_state(self.config.state)
         return self._db
 
     def close(self) -> None:
@@ -84,17 +88,31 @@ class ProxyState:
             self._db = None
 
     def refresh(self) -> None:
-        """Reload mounts (config + state DB) and flips; swap in new rewriters if they changed."""
+        """Reload mounts (config + state DB) and flips; swap in new rewriters if they changed.
+
+        While the state cannot be read (a PostgreSQL server down, say) the rules last read stay
+        in force — no migration loop can flip without the state either — and ``/health`` and
+        ``metaproxy_proxy_state_up`` say so."""
+        problem = ""
         try:
             mounts = load_mount_table(self.config, self._state())
         except Exception as e:  # a broken state DB must not take the proxy down
-            log.warning("could not reload mounts from %s: %s", self.config.state_path, e)
+            problem = f"could not reload mounts from {shown(state_url(self.config.state))}: {e}"
             mounts = self.mounts if self.mounts.mounts else load_mount_table(self.config, None)
         try:
+            if problem:
+                raise RuntimeError("the state is unreachable")
             flips = dict(self.flips_source() if self.flips_source is not None else load_flips(self._state()))
         except Exception as e:
-            log.warning("could not reload flips: %s", e)
-            flips = {}
+            problem = problem or f"could not reload flips: {e}"
+            flips = dict(self._flips)
+        if problem and problem != self.state_problem:
+            log.warning("%s; serving the rules last read (%d flipped units)", problem, len(flips))
+        elif self.state_problem and not problem:
+            log.info("the state answers again")
+        self.state_problem = problem
+        STATE_UP.set(0 if problem else 1)
+        self._flips = flips
         key = (mounts.mounts, tuple(sorted(flips.items())))
         if self.rewriters and key == getattr(self, "_key", None):
             return

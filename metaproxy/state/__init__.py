@@ -6,6 +6,6 @@ time, policies, the migration journal and its flips, the gateway's cache rules a
 Code outside this package never writes SQL.
 """
 
-from metaproxy.state.db import StateDB, StateError, open_state
+from metaproxy.state.db import StateDB, StateError, open_state, shown, state_url
 
-__all__ = ["StateDB", "StateError", "open_state"]
+__all__ = ["StateDB", "StateError", "open_state", "shown", "state_url"]

@@ -34,14 +34,21 @@ def stored_mounts(db: StateDB) -> list[MountRow]:
 
 def insert_mount(db: StateDB, m: MountRow) -> None:
     db.execute(
-        "INSERT INTO mounts (path, ufs, read_priority, create_target, created_at) VALUES (?, ?, ?, ?, ?)",
-        [m.path, json.dumps(list(m.ufs)), json.dumps(list(m.read_priority)), m.create_target, time.time()],
+        "INSERT INTO mounts (path, ufs, read_priority, create_target, created_at)"
+        " VALUES (:path, :ufs, :read_priority, :create_target, :created_at)",
+        {
+            "path": m.path,
+            "ufs": json.dumps(list(m.ufs)),
+            "read_priority": json.dumps(list(m.read_priority)),
+            "create_target": m.create_target,
+            "created_at": time.time(),
+        },
     )
 
 
 def delete_mount(db: StateDB, path: str) -> MountRow | None:
     """Delete the mount at ``path``; the row it was, or None if there was none."""
     with db.tx() as c:
-        found = c.execute("SELECT * FROM mounts WHERE path = ?", [path]).fetchall()
-        c.execute("DELETE FROM mounts WHERE path = ?", [path])
+        found = c.execute("SELECT * FROM mounts WHERE path = :path", {"path": path}).fetchall()
+        c.execute("DELETE FROM mounts WHERE path = :path", {"path": path})
     return _row(found[0]) if found else None

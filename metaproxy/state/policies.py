@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
+
+import sqlalchemy as sa
 
 from metaproxy.state.db import StateDB
 
@@ -25,10 +26,10 @@ class PolicyExists(ValueError):
 def insert_policy(db: StateDB, name: str, path: str, expr: str) -> None:
     try:
         db.execute(
-            "INSERT INTO policies (name, path, expr, created, enabled) VALUES (?, ?, ?, ?, 1)",
-            [name, path, expr, time.time()],
+            "INSERT INTO policies (name, path, expr, created, enabled) VALUES (:name, :path, :expr, :now, 1)",
+            {"name": name, "path": path, "expr": expr, "now": time.time()},
         )
-    except sqlite3.IntegrityError:
+    except sa.exc.IntegrityError:
         raise PolicyExists(name) from None
 
 
@@ -41,4 +42,4 @@ def list_policies(db: StateDB) -> list[PolicyRow]:
 
 def delete_policy(db: StateDB, name: str) -> bool:
     """Delete a policy; False if there was none of that name."""
-    return db.execute("DELETE FROM policies WHERE name = ?", [name]) > 0
+    return db.execute("DELETE FROM policies WHERE name = :name", {"name": name}) > 0

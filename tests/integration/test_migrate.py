@@ -108,7 +108,7 @@ def lake(stack: dict[str, Any], s3_client: Any) -> Iterator[dict[str, Any]]:
         )
     bucket = f"migrated-{tag}"
     s3_client.create_bucket(Bucket=bucket)
-    state = open_state(config_for(stack, bucket).state_path)
+    state = open_state(config_for(stack, bucket).state)
     add_policy(state, f"p-{tag}", f"/tpcds/{db}/t", POLICY)
     yield {"db": db, "location": location, "bucket": bucket, "policy": f"p-{tag}", "expected": expected}
     remove_policy(state, f"p-{tag}")
@@ -243,7 +243,7 @@ def test_unused_for_follows_reads_through_the_gateway(
 
 
 def stack_state(stack: dict[str, Any]) -> str:
-    return config_for(stack, "x").state_path
+    return config_for(stack, "x").state
 
 
 # "any:N": killed just before the Nth step of the run (the run takes N-1 steps). A unit takes
@@ -500,7 +500,7 @@ def test_faults_are_recorded_retried_and_harm_nothing(
             for u in m.store.units(lake["policy"]):
                 if u.state == "failed":
                     assert u.last_error
-                    m.store.set_state(u.id, "failed", next_try=0)
+                    MigrationStore(m.db).set_state(u.id, "failed", next_try=0)
             first = m.run_once(lake["policy"])
         assert first.counts == {"flipped": 2, "skipped": 2}
         units = {u.part: u for u in m.store.units(lake["policy"])}
@@ -557,7 +557,7 @@ def test_a_body_damaged_on_the_way_never_flips(
         for op in ("PutObject", "UploadPart"):
             events.unregister(f"before-send.s3.{op}", damage)
         for u in failed:
-            m.store.set_state(u.id, "failed", next_try=0)
+            MigrationStore(m.db).set_state(u.id, "failed", next_try=0)
         assert m.run_once(lake["policy"]).counts == {"flipped": 2, "skipped": 2}
         flips = {s: t for s, t in load_flips(stack_state(stack)).items() if db in s}
     finally:

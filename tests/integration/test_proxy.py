@@ -275,7 +275,7 @@ def test_mounts_added_at_run_time_are_picked_up(
     stack: dict[str, Any], proxy: MetastoreProxy, tpcds: Any
 ) -> None:
     req = tt.GetTableRequest(dbName="tpcds", tblName="item")
-    db = open_state(proxy.config.state_path)
+    db = open_state(proxy.config.state)
     add_mount(proxy.config, db, make_mount("/items", [f"{stack['hdfs']}/warehouse/tpcds/item"]))
     deadline = time.monotonic() + 10
     with connect(uri(proxy, "cloud")) as c:

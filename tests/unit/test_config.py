@@ -67,6 +67,10 @@ def test_durations(text: object, expected: float) -> None:
         ({"nonsense": 1}, "unknown key 'nonsense'"),
         ({"gateway": {"memory": {"path": "x"}}}, "[gateway.memory]: unknown key 'path'"),
         ({"state": {"path": "x", "size": 1}}, "[state]: unknown key 'size'"),
+        ({"state": {"url": "mysql://h/db"}}, "[state] url: expected a postgresql://user@host:port/database URL"),
+        ({"state": {"url": "postgresql://u@h:5432"}}, "[state] url: expected a URL that names the database"),
+        ({"state": {"url": "postgresql://u@h:port/db"}}, "[state] url: expected a postgresql://"),
+        ({"migrate": {"lease": "0s"}}, "[migrate] lease: expected between 1s and 1d"),
         ({"mount": [{"path": "/t"}]}, "[mount.0] ufs: expected a value, got nothing"),
         (
             {"mount": [{"path": "/t", "ufs": "hdfs://nn/a"}, {"path": "/t/", "ufs": "hdfs://nn/b"}]},
@@ -181,3 +185,12 @@ def test_derived_defaults_follow_other_keys() -> None:
     union = {"path": "/sales/", "ufs": ["hdfs://nn/sales", "s3://lake/sales"]}
     (mount,) = parse_config({"mount": [union]}, "t.toml").mounts
     assert (mount.path, mount.read_priority, mount.create_target) == ("/sales", ("hdfs", "s3"), "hdfs")
+
+
+def test_a_state_url_with_a_password_is_refused_without_showing_it() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config({"state": {"url": "postgresql://u:hunter2@h/db"}}, "test.toml")
+    assert "without a password" in str(e.value) and "hunter2" not in str(e.value)
+    cfg = parse_config({"state": {"url": "postgresql://u@h:5433/db?sslmode=verify-full"}}, "test.toml")
+    assert cfg.state == "postgresql://u@h:5433/db?sslmode=verify-full"
+    assert parse_config({"state": {"path": "/x/s.db"}}, "test.toml").state == "/x/s.db"

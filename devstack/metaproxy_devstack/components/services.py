@@ -28,6 +28,7 @@ from metaproxy_devstack.components.kdc import (
     keytab,
     tls_files,
 )
+from metaproxy_devstack.components.postgres import url as postgres_url
 
 if TYPE_CHECKING:
     from metaproxy_devstack.layout import StackLayout
@@ -37,7 +38,7 @@ CONFIG = Template(
 log_level = "INFO"
 
 [state]
-path = "$data/metaproxy/state.db"
+$state
 
 [metastore]
 uris = ["thrift://$onprem:$hms"]
@@ -165,6 +166,11 @@ def stack_config(st: StackLayout) -> Path:
         s3_access_key=S3_ACCESS_KEY,
         s3_secret_key=S3_SECRET_KEY,
         cluster=("\n" + cluster_toml(st)) if st.nodes > 1 else "",
+        state=(
+            f'url = "{postgres_url(st.port("postgres"))}"'
+            if st.state_backend == "postgres"
+            else f'path = "{st.data}/metaproxy/state.db"'
+        ),
     )
     path = st.conf / "metaproxy.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
