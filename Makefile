@@ -1,10 +1,12 @@
 # metaproxy — the two commands of the README, and a few more.
 #   make demo   set up, start the local stack, load sample data, query through metaproxy
 #   make test   set up and run the whole test suite (lint, types, unit and integration tests) on
-#               Hive Metastore 4.0, then the tests marked compat on 2.3 and on 3.1, then the
-#               tests marked secure on the secure stack (Kerberos, TLS)
+#               Hive Metastore 4.0, then the tests marked state with metaproxy's state on
+#               PostgreSQL, the tests marked compat on 2.3 and on 3.1, then the tests marked
+#               secure on the secure stack (Kerberos, TLS)
 #   make setup-secure  what the secure stack needs besides: MIT Kerberos (Debian packages) and
 #               the kerberos extra (gssapi, requests-gssapi)
+#   make setup-postgres  the PostgreSQL server (Debian's package) for a shared state
 #   make stop   stop every process of the local stack
 #   make bench  every benchmark, each beside its baseline (bench-quick: a few minutes);
 #               the last one restarts the stack with a simulated WAN link
@@ -13,7 +15,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-secure demo test unit lint stop bench bench-setup bench-quick clean
+.PHONY: setup setup-secure setup-postgres demo test unit lint stop bench bench-setup bench-quick clean
 
 # metaproxy itself, and its development tooling (the local stack, the sample data, the demo)
 # from devstack/
@@ -42,6 +44,15 @@ $(BIN)/.installed-secure: $(BIN)/.installed pyproject.toml
 
 setup-secure: $(BIN)/.installed-secure
 
+# the PostgreSQL server a shared state runs on (stack up --state postgres; the state tests start
+# one of their own), from Debian's packages when missing
+setup-postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && ! command -v postgres >/dev/null; then \
+		echo "installing PostgreSQL: postgresql"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; \
+	fi
+
 demo: setup
 	$(BIN)/python -m metaproxy_devstack.demo
 
@@ -54,10 +65,12 @@ lint: setup
 # run before); every run goes on when one fails, and the target fails if any did
 COMPAT_HMS ?= 2.3 3.1
 
-test: lint setup-secure
+test: lint setup-secure setup-postgres
 	@failed=""; \
 	echo "== the whole suite on Hive Metastore 4.0"; \
 	METAPROXY_HMS=4.0 $(BIN)/pytest || failed="$$failed 4.0"; \
+	echo "== the state, proxy and migration suites with metaproxy's state on PostgreSQL"; \
+	METAPROXY_HMS=4.0 METAPROXY_STATE=postgres $(BIN)/pytest -m state || failed="$$failed 4.0-postgres"; \
 	for v in $(COMPAT_HMS); do \
 		echo "== the compat tests on Hive Metastore $$v"; \
 		METAPROXY_HMS=$$v $(BIN)/pytest -m compat || failed="$$failed $$v"; \

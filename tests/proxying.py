@@ -17,7 +17,7 @@ def proxy_config(
     return parse_config(
         {
             "metastore": {"uris": [stack["hms"]], **metastore},
-            "state": {"path": f"{tmp}/state.db"},
+            "state": state_section(stack, tmp),
             "proxy": {
                 **(proxy or {}),
                 "mount_refresh": "200ms",
@@ -31,6 +31,16 @@ def proxy_config(
         },
         "test.toml",
     )
+
+
+def state_section(stack: dict[str, Any], tmp: str) -> dict[str, str]:
+    """A new, empty state of the proxy's own: on the stack's PostgreSQL when the stack keeps
+    its state there (the ``state`` suites' run on PostgreSQL), else a SQLite file in ``tmp``."""
+    if stack.get("postgres"):
+        from conftest import fresh_postgres_database
+
+        return {"url": fresh_postgres_database(int(stack["postgres"].rsplit(":", 1)[1].split("/")[0]))}
+    return {"path": f"{tmp}/state.db"}
 
 
 def uri(p: MetastoreProxy, profile: str) -> str:

@@ -54,6 +54,7 @@ from metaproxy_devstack.components.postgres import url as postgres_url
 from metaproxy_devstack.components.s3 import prepare_s3, s3_ready
 from metaproxy_devstack.components.services import gateway_ready, prepare_gateway, prepare_proxy, proxy_ready
 from metaproxy_devstack.components.trino import (
+    EXTRA_PROXIES,
     MAPPING_REFRESH_S,
     prepare_trino,
     trino_ready,
@@ -111,6 +112,8 @@ class Stack(StackLayout):
             "proxy_onprem": f"thrift://{HOST}:{self.port('proxy_onprem')}",
             "proxy_passthrough": f"thrift://{HOST}:{self.port('proxy_passthrough')}",
             "admin": f"http://{HOST}:{self.port('proxy_admin')}",
+            # free for proxies of a test's own, which Trino's onprem_a and onprem_b query
+            **{name: f"thrift://{HOST}:{self.port(name)}" for name in EXTRA_PROXIES},
             "config": str(self.conf / "metaproxy.toml"),
             **cluster_endpoints(self),
             "state": self.state_backend,

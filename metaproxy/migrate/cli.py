@@ -139,12 +139,15 @@ def once(ctx: click.Context, only: str | None) -> None:
 @click.pass_context
 def run(ctx: click.Context) -> None:
     """Run the loop: one pass every [migrate] interval, until SIGTERM or Ctrl-C."""
+    import os
     import signal
     import threading
 
-    from metaproxy.migrate.loop import Migrator
+    from metaproxy.migrate.loop import Migrator, crash_hook
 
     m = Migrator(load_config(ctx.obj["config_path"]))
+    if os.environ.get("METAPROXY_CRASH_AT"):
+        m.before_step = crash_hook(os.environ["METAPROXY_CRASH_AT"])
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

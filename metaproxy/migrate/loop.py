@@ -141,9 +141,25 @@ class Migrator:
             for uid in lost:
                 log.warning("unit %s: lease lost to another migration loop", uid)
 
+    @staticmethod
+    def _gone(owner: str) -> bool:
+        """True if ``owner`` was a loop on this machine whose process is gone (killed, say): its
+        leases need not be waited out."""
+        host, _, rest = owner.partition(":")
+        pid = rest.partition(":")[0]
+        if not owner or host != socket.gethostname() or not pid.isdigit():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
     def drive_claimed(self, unit: Unit, expr: PolicyExpr) -> str:
         """Drive a unit if this loop can claim its lease; "leased" when another loop holds it."""
-        claimed = self.store.claim(unit.id)
+        claimed = self.store.claim(unit.id, unit.owner if self._gone(unit.owner) else "")
         if claimed is None:
             return "leased"
         with self._held_lock:

@@ -137,14 +137,15 @@ class MigrationStore:
 
     # -- leases -----------------------------------------------------------------------------
 
-    def claim(self, unit_id: int) -> Unit | None:
-        """Take (or renew) this owner's lease on a unit; None while another loop's holds."""
+    def claim(self, unit_id: int, dead: str = "") -> Unit | None:
+        """Take (or renew) this owner's lease on a unit; None while another loop's holds. A lease
+        held by ``dead`` (a loop known to be gone) is taken at once."""
         now = time.time()
         with self.db.tx() as c:
             n = c.execute(
                 "UPDATE units SET owner = :me, lease_until = :until WHERE id = :id"
-                " AND (owner = :me OR owner = '' OR lease_until < :now)",
-                {"me": self.owner, "until": now + self.lease_s, "id": unit_id, "now": now},
+                " AND (owner = :me OR owner = '' OR lease_until < :now OR owner = :dead)",
+                {"me": self.owner, "until": now + self.lease_s, "id": unit_id, "now": now, "dead": dead or "-"},
             ).rowcount
         return self.unit(unit_id) if n else None
 
@@ -263,7 +264,8 @@ class MigrationStore:
                     "id": unit_id,
                 },
             )
-            self.event(unit_id, "copying", f"attempt {attempt} → {dest}", c)
+            by = f" by {self.owner}" if self.owner else ""
+            self.event(unit_id, "copying", f"attempt {attempt} → {dest}{by}", c)
         return self.unit(unit_id)
 
     def files(self, unit_id: int, attempt: int) -> list[UnitFile]:

@@ -28,7 +28,7 @@ from metaproxy.ufs.s3 import S3Ufs
 from metaproxy.ufs.webhdfs import WebHdfs, hdfs_path
 from metaproxy_devstack.sample_data import _storage, parquet_bytes
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.state]
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from metaproxy.state import open_state
 from metaproxy.thrift_server import MetastoreProxy
 from metaproxy.wire import binary
 
-pytestmark = [pytest.mark.integration, pytest.mark.compat]
+pytestmark = [pytest.mark.integration, pytest.mark.compat, pytest.mark.state]
 
 
 def rich_table(db: str, name: str, location: str) -> tt.Table:

@@ -11,7 +11,7 @@ from hive_metastore import ttypes as tt
 
 from metaproxy.hms import connect
 
-pytestmark = [pytest.mark.integration, pytest.mark.compat]
+pytestmark = [pytest.mark.integration, pytest.mark.compat, pytest.mark.state]
 
 
 @pytest.mark.secure

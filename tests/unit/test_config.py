@@ -67,7 +67,10 @@ def test_durations(text: object, expected: float) -> None:
         ({"nonsense": 1}, "unknown key 'nonsense'"),
         ({"gateway": {"memory": {"path": "x"}}}, "[gateway.memory]: unknown key 'path'"),
         ({"state": {"path": "x", "size": 1}}, "[state]: unknown key 'size'"),
-        ({"state": {"url": "mysql://h/db"}}, "[state] url: expected a postgresql://user@host:port/database URL"),
+        (
+            {"state": {"url": "mysql://h/db"}},
+            "[state] url: expected a postgresql://user@host:port/database URL",
+        ),
         ({"state": {"url": "postgresql://u@h:5432"}}, "[state] url: expected a URL that names the database"),
         ({"state": {"url": "postgresql://u@h:port/db"}}, "[state] url: expected a postgresql://"),
         ({"migrate": {"lease": "0s"}}, "[migrate] lease: expected between 1s and 1d"),

@@ -161,6 +161,10 @@ def _write_direct_catalogs(st: StackLayout, etc: Path) -> None:
 THROUGH_METAPROXY = {"hive.metastore.thrift.client.max-retry-time": "2s"}
 
 
+#: ports (and ``endpoints.json`` keys) of proxies run outside the stack, each with a catalog
+#: ``onprem_<letter>`` that is ``onprem`` through it
+EXTRA_PROXIES = ("proxy_a", "proxy_b")
+
 #: how soon Trino sees a new gateway endpoint in the ``onprem`` mapping
 MAPPING_REFRESH_S = 2
 MAPPING_REFRESH = f"{MAPPING_REFRESH_S}s"
@@ -219,6 +223,13 @@ def _write_metaproxy_catalogs(st: StackLayout, etc: Path) -> None:
     (etc / "catalog" / "passthrough.properties").write_text(
         trino_catalog(f"thrift://{st.service_host}:{st.port('proxy_passthrough')}", st, through)
     )
+    # ``onprem`` again, through proxies a test or a bench runs itself (several proxies sharing
+    # one state, say) on ports the stack reserves: a catalog connects only when queried
+    for name in EXTRA_PROXIES:
+        extra = f"thrift://{st.service_host}:{st.port(name)}"
+        (etc / "catalog" / f"onprem_{name.removeprefix('proxy_')}.properties").write_text(
+            trino_catalog(extra, st, onprem)
+        )
 
 
 def prepare_trino(st: StackLayout) -> tuple[list[str], dict[str, str]]:
