@@ -145,7 +145,13 @@ class MigrationStore:
             n = c.execute(
                 "UPDATE units SET owner = :me, lease_until = :until WHERE id = :id"
                 " AND (owner = :me OR owner = '' OR lease_until < :now OR owner = :dead)",
-                {"me": self.owner, "until": now + self.lease_s, "id": unit_id, "now": now, "dead": dead or "-"},
+                {
+                    "me": self.owner,
+                    "until": now + self.lease_s,
+                    "id": unit_id,
+                    "now": now,
+                    "dead": dead or "-",
+                },
             ).rowcount
         return self.unit(unit_id) if n else None
 

@@ -228,7 +228,10 @@ def test_two_proxies_and_two_loops_share_one_postgres_state(
     assert len(owners) == 2, owners
     # every proxy serves the migrated locations
     for name, paths in served.items():
-        assert len(paths) == PARTITIONS and all(p.startswith(f"s3://{bucket}/") for (p,) in paths), (name, paths)
+        assert len(paths) == PARTITIONS and all(p.startswith(f"s3://{bucket}/") for (p,) in paths), (
+            name,
+            paths,
+        )
 
 
 def _healthy(admin_port: int) -> bool:
