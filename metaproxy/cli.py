@@ -138,6 +138,52 @@ def mount_remove(ctx: click.Context, path: str) -> None:
     click.echo(f"unmounted {m.path}")
 
 
+@cli.group("state")
+def state_group() -> None:
+    """The state database: mounts, policies, flips, pins and the migration journal."""
+
+
+@state_group.command("show")
+@json_option
+@click.pass_context
+def state_show(ctx: click.Context, as_json: bool) -> None:
+    """Where the state is, its schema version, and the rows of each table."""
+    from metaproxy.state import schema
+
+    _, db = _open_state_and_config(ctx)
+    counts = {
+        t.name: int(db.query(f"SELECT count(*) AS n FROM {t.name}")[0]["n"])
+        for t in schema.metadata.sorted_tables
+    }
+    if as_json:
+        emit_json({"where": db.where, "backend": db.dialect, "schema_version": db.version, "rows": counts})
+        return
+    click.echo(f"{db.where} ({db.dialect}, schema {db.version})")
+    t = table("table", "rows")
+    for name, n in counts.items():
+        t.add_row(name, str(n))
+    show(t)
+
+
+@state_group.command("copy")
+@click.argument("target")
+@click.pass_context
+def state_copy(ctx: click.Context, target: str) -> None:
+    """Copy the whole state into TARGET (a postgresql:// URL or a SQLite file path), which must
+    be empty; then point [state] at it. Stop the migration loops first.
+
+    \b
+    metaproxy state copy postgresql://metaproxy@pg.internal:5432/metaproxy
+    """
+    from metaproxy.state import open_state
+    from metaproxy.state.transfer import copy_state
+
+    _, db = _open_state_and_config(ctx)
+    dest = ctx.with_resource(open_state(target))
+    copied = copy_state(db, dest)
+    click.echo(f"copied {sum(copied.values())} rows from {db.where} to {dest.where}")
+
+
 @cli.command("serve")
 @click.pass_context
 def serve(ctx: click.Context) -> None:
@@ -471,3 +517,11 @@ def main() -> None:
     except ConfigError as e:
         click.echo(f"metaproxy: config error: {e}", err=True)
         sys.exit(2)
+    except Exception as e:
+        if "metaproxy.state.db" in sys.modules:  # only then can it be a state error
+            from metaproxy.state.db import StateError
+
+            if isinstance(e, StateError):
+                click.echo(f"metaproxy: state error: {e}", err=True)
+                sys.exit(2)
+        raise

@@ -181,6 +181,21 @@ class StateDB:
                     ) from e
                 c.execute("UPDATE schema_version SET version = :v", {"v": number})
 
+    def ids_follow_rows(self, tx: Tx) -> None:
+        """After rows were inserted with their ids (a copied state): the next id each table
+        hands out comes after them (PostgreSQL keeps a sequence per table; SQLite needs
+        nothing)."""
+        if self.dialect != "postgresql":
+            return
+        for table in schema.metadata.sorted_tables:
+            if table.autoincrement_column is None:
+                continue
+            col = table.autoincrement_column.name
+            tx.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table.name}', '{col}'),"
+                f" coalesce(max({col}), 1), max({col}) IS NOT NULL) FROM {table.name}"
+            )
+
     # -- statements ---------------------------------------------------------------------------
 
     @contextmanager

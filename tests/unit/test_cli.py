@@ -55,3 +55,15 @@ def test_status_and_mounts_as_json(run) -> None:  # noqa: ANN001
         mounts[0]["declared_in"],
     ]
     assert "s3://b/lake" in run("mount", "list").output
+
+
+def test_state_show_and_copy(run, tmp_path: Path) -> None:  # noqa: ANN001
+    run("policy", "add", "/tpcds/store_sales", POLICY, "--name", "sales")
+    shown = json.loads(run("state", "show", "--json").output)
+    assert shown["backend"] == "sqlite" and shown["rows"]["policies"] == 1 and shown["schema_version"] >= 3
+    target = tmp_path / "copy.db"
+    assert "copied 1 rows" in run("state", "copy", str(target)).output
+    again = CliRunner().invoke(
+        cli, ["--config", str(tmp_path / "metaproxy.toml"), "state", "copy", str(target)]
+    )
+    assert again.exit_code != 0 and "already holds 1 rows" in str(again.exception)

@@ -204,3 +204,32 @@ def test_loops_claiming_at_once_get_each_unit_once(state_where: str) -> None:
             t.join()
         assert all(len(owners) == 1 for owners in won.values()), won
         assert {u.owner for u in setup.units("p")} == {o for owners in won.values() for o in owners}
+
+
+def test_a_whole_state_is_copied_into_an_empty_one(tmp_path: Path, state_where: str) -> None:
+    """``metaproxy state copy``: every row of every table, ids kept; new ids come after them."""
+    from metaproxy.state.cache import PIN, save_cache_rule
+    from metaproxy.state.policies import insert_policy
+    from metaproxy.state.transfer import copy_state
+
+    with open_state(tmp_path / "from.db") as src, open_state(state_where) as dst:
+        insert_policy(src, "p", "/tpcds", "ufsMigrate(olderThan(1m), UFS[s3]:STORE)")
+        save_cache_rule(src, PIN, "tpcds/date_dim", 1.0)
+        store = MigrationStore(src, "loop-a")
+        for part in ("x=1", "x=2"):
+            u = store.upsert_unit("p", "d", "t", part, f"hdfs://nn/w/t/{part}")
+        assert store.claim(u.id) is not None
+        u = store.start_attempt(u.id, lambda unit, n: f"s3://b/t/a{n}", [("f0", 10, 1)])
+        store.file_done(u.id, u.attempt, "f0", FileState.VERIFIED, "aa", 10)
+        store.set_state(u.id, UnitState.VERIFIED)
+        store.flip(u.id, u.source, u.dest)
+        copied = copy_state(src, dst)
+        assert copied["units"] == 2 and copied["flips"] == 1 and copied["policies"] == 1
+        for table in schema.metadata.sorted_tables:
+            order = ", ".join(c.name for c in table.primary_key.columns)
+            sql = f"SELECT * FROM {table.name} ORDER BY {order}"
+            assert src.query(sql) == dst.query(sql), table.name
+        again = MigrationStore(dst).upsert_unit("p", "d", "t", "x=3", "hdfs://nn/w/t/x=3")
+        assert again.id == max(u.id for u in MigrationStore(src).units()) + 1
+        with pytest.raises(StateError, match="already holds"):
+            copy_state(src, dst)
