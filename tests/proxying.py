@@ -10,14 +10,19 @@ from metaproxy.thrift_server import MetastoreProxy
 
 
 def proxy_config(
-    stack: dict[str, Any], tmp: str, proxy: dict[str, Any] | None = None, **metastore: Any
+    stack: dict[str, Any],
+    tmp: str,
+    proxy: dict[str, Any] | None = None,
+    state: dict[str, str] | None = None,
+    **metastore: Any,
 ) -> Any:
     """Three listeners (cloud, onprem, passthrough) on the stack's HMS, the /tpcds mount;
-    ``proxy`` adds ``[proxy]`` keys, the rest are ``[metastore]`` keys."""
+    ``proxy`` adds ``[proxy]`` keys, ``state`` is the ``[state]`` section (default: a new state
+    of the proxy's own), the rest are ``[metastore]`` keys."""
     return parse_config(
         {
             "metastore": {"uris": [stack["hms"]], **metastore},
-            "state": state_section(stack, tmp),
+            "state": state or state_section(stack, tmp),
             "proxy": {
                 **(proxy or {}),
                 "mount_refresh": "200ms",

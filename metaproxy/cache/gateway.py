@@ -91,7 +91,9 @@ class Gateway:
             g.stale_if_error_s,
         )
         self.read_ahead = ReadAhead(g.read_ahead_blocks)
-        self.db = open_state(config.state)
+        # connected on first use: a state database that is down does not keep the gateway from
+        # serving (mounts from the config, pins once it answers)
+        self.db = open_state(config.state, lazy=True)
         self.reads = ReadLog(self.db)
         self.keys = {g.access_key: g.secret_key} if g.access_key and g.secret_key else {}
         self.mounts: MountTable = load_mount_table(config, None)

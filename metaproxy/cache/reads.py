@@ -28,8 +28,16 @@ class ReadLog:
             self._pending[key] = time.time()
 
     def flush(self) -> None:
-        """Write the read times noted since the last flush."""
+        """Write the read times noted since the last flush (kept for the next one when the
+        state cannot be written now)."""
         with self._lock:
             batch, self._pending = self._pending, {}
-        if batch:
+        if not batch:
+            return
+        try:
             record_reads(self.db, batch)
+        except BaseException:
+            with self._lock:
+                for key, t in batch.items():
+                    self._pending[key] = max(t, self._pending.get(key, t))
+            raise

@@ -78,7 +78,7 @@ class ProxyState:
 
     def _state(self) -> StateDB:
         if self._db is None:
-            self._db = open_state(self.config.state)
+            self._db = open_state(self.config.state, lazy=True)
         return self._db
 
     def close(self) -> None:

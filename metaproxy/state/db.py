@@ -22,6 +22,7 @@ a pooled connection of its own.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,7 +99,7 @@ def shown(url: sa.URL) -> str:
 class StateDB:
     """A connection pool to the state database, with its schema current."""
 
-    def __init__(self, where: str | Path) -> None:
+    def __init__(self, where: str | Path, lazy: bool = False) -> None:
         self.url = state_url(where)
         self.where = shown(self.url)
         self.dialect = self.url.get_backend_name()
@@ -122,14 +123,32 @@ class StateDB:
             )
         else:
             raise StateError(f"{self.where}: not a state database metaproxy knows (SQLite or PostgreSQL)")
-        try:
-            self._upgrade()
-        except sa.exc.OperationalError as e:
-            self.engine.dispose()
-            raise StateError(f"{self.where}: cannot open the state: {_reason(e)}") from e
-        except BaseException:
-            self.engine.dispose()
-            raise
+        #: the schema is current (checked once, on the first statement when ``lazy``)
+        self._current = False
+        self._upgrade_lock = threading.Lock()
+        self._local = threading.local()  # .upgrading: this thread is bringing the schema up
+        if not lazy:
+            try:
+                self._ensure()
+            except BaseException:
+                self.engine.dispose()
+                raise
+
+    def _ensure(self) -> None:
+        """Bring the schema up to date once; StateError while the database cannot be reached."""
+        if self._current:
+            return
+        with self._upgrade_lock:
+            if self._current:
+                return
+            self._local.upgrading = True
+            try:
+                self._upgrade()
+            except sa.exc.OperationalError as e:
+                raise StateError(f"{self.where}: cannot open the state: {_reason(e)}") from e
+            finally:
+                self._local.upgrading = False
+            self._current = True
 
     def __enter__(self) -> StateDB:
         return self
@@ -202,6 +221,8 @@ class StateDB:
     def tx(self) -> Iterator[Tx]:
         """One transaction, writers taking turns (committed at the end, rolled back on an
         exception)."""
+        if not getattr(self._local, "upgrading", False):
+            self._ensure()
         with self.engine.connect() as conn:
             if self.dialect == "sqlite":
                 conn = conn.execution_options(immediate=True)
@@ -212,6 +233,8 @@ class StateDB:
 
     def query(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
         """The rows of one statement, each a dict of column → value."""
+        if not getattr(self._local, "upgrading", False):
+            self._ensure()
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(sa.text(sql), dict(params or {})).mappings()]
 
@@ -246,7 +269,8 @@ def _reason(e: sa.exc.DBAPIError) -> str:
     return str(e.orig).strip() if e.orig is not None else str(e)
 
 
-def open_state(where: str | Path) -> StateDB:
+def open_state(where: str | Path, lazy: bool = False) -> StateDB:
     """Open (creating it if needed) the state at ``where``: a SQLite file path or a
-    ``postgresql://`` URL."""
-    return StateDB(where)
+    ``postgresql://`` URL. ``lazy``: connect on the first statement, not now (a service that
+    must start while the database is down, and connects once it answers)."""
+    return StateDB(where, lazy)

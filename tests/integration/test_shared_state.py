@@ -12,9 +12,11 @@ have been copied exactly once.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tomllib
@@ -240,3 +242,60 @@ def _healthy(admin_port: int) -> bool:
         return r.status_code == 200 and r.json()["state"]["reachable"] is True
     except (requests.RequestException, ValueError, KeyError):
         return False
+
+
+def test_a_proxy_keeps_its_flips_while_postgres_is_down_and_says_so(
+    stack: dict[str, Any], tpcds: Any, tmp_path: Path
+) -> None:
+    """PostgreSQL of its own, stopped under a running proxy: the proxy goes on serving the flip
+    it read, its health and metric say the state is unreachable, and once the server is back
+    it reads the state again by itself."""
+    from hive_metastore import ttypes as tt
+    from proxying import proxy_config, uri
+
+    from metaproxy.hms import connect
+    from metaproxy.proxy.metrics import STATE_UP
+    from metaproxy.thrift_server import MetastoreProxy
+    from metaproxy_devstack.components import postgres as pg
+    from metaproxy_devstack.procs import spawn, stop_group
+
+    home = Path(tempfile.mkdtemp(prefix="metaproxy-pg-"))
+    home.chmod(0o755)
+    port = free_port()
+    pg.init_cluster(home / "data", home / "run", home / "init.log")
+
+    def start_server() -> int:
+        pid = spawn(pg.server_argv(home / "data", home / "run", port), {}, home / "server.log", home)
+        wait_for(lambda: pg.create_database(port, pg.DATABASE), "PostgreSQL", 60)
+        return pid
+
+    pid = start_server()
+    source, target = f"{stack['hdfs']}/warehouse/tpcds/item", "s3://elsewhere/tpcds/item"
+    with open_state(pg.url(port)) as db:
+        db.execute(
+            "INSERT INTO flips (source, target, unit_id, flipped_at) VALUES (:s, :t, 0, 0)",
+            {"s": source, "t": target},
+        )
+    proxy = MetastoreProxy(
+        proxy_config(stack, str(tmp_path), {"mount_refresh": "200ms"}, state={"url": pg.url(port)})
+    )
+    proxy.start()
+    req = tt.GetTableRequest(dbName="tpcds", tblName="item")
+    try:
+        with connect(uri(proxy, "cloud")) as c:
+            wait_for(lambda: c.get_table_req(req).table.sd.location == target, "the flip to be served")
+            assert proxy.health()["state"]["reachable"] is True
+            stop_group(pid)
+            wait_for(lambda: not proxy.health()["state"]["reachable"], "the proxy to notice", 30)
+            assert "could not reload" in proxy.health()["state"]["problem"]
+            assert STATE_UP._value.get() == 0
+            time.sleep(1)  # several refreshes while the state is down
+            assert c.get_table_req(req).table.sd.location == target
+            pid = start_server()
+            wait_for(lambda: proxy.health()["state"]["reachable"] is True, "the proxy to reconnect", 30)
+            assert STATE_UP._value.get() == 1
+            assert c.get_table_req(req).table.sd.location == target
+    finally:
+        proxy.stop()
+        stop_group(pid)
+        shutil.rmtree(home, ignore_errors=True)
