@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import posixpath
 import re
@@ -83,6 +84,10 @@ log4j.appender.stderr.layout.ConversionPattern=%d{ISO8601} %p %c{2}: %m%n
 log4j.logger.org.apache.hadoop.util.NativeCodeLoader=ERROR
 log4j.logger.org.apache.hadoop.metrics2=WARN
 """
+
+
+#: numbers the jobs of this process (their log files' names)
+_RUNS = itertools.count(1)
 
 
 class DistCpError(RuntimeError):
@@ -248,7 +253,7 @@ class DistCp:
         Returns the run (its log holds every job's output); raises :class:`DistCpError` with
         the log's tail when a job fails or times out."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_RUNS)}"
         log = self.log_dir / f"{re.sub(r'[^A-Za-z0-9_.=-]+', '_', name)}-{stamp}.log"
         t0 = time.monotonic()
         deadline = t0 + self.m.distcp_timeout_s
@@ -337,7 +342,8 @@ def tail(log: Path, lines: int = TAIL_LINES) -> str:
             text = f.read().decode("utf-8", "replace")
     except OSError as e:
         return f"  (the log cannot be read: {e})"
-    kept = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith(("at ", "..."))]
+    # what the job said, without its command line and stack frames
+    kept = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith(("at ", "...", "$ "))]
     return "\n".join("  " + ln for ln in kept[-lines:])
 
 
