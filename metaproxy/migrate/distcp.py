@@ -344,7 +344,7 @@ def tail(log: Path, lines: int = TAIL_LINES) -> str:
         return f"  (the log cannot be read: {e})"
     # what the job said, without its command line and stack frames
     kept = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith(("at ", "...", "$ "))]
-    return "\n".join("  " + ln for ln in kept[-lines:])
+    return "\n".join("  " + ln for ln in kept[-lines:]) or "  (the job wrote nothing)"
 
 
 def source_sha256(ufs: Ufs, uri: str, length: int, chunk: int = 1024 * 1024) -> str:
