@@ -143,6 +143,19 @@ def cpu_now() -> tuple[float, float]:
     return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
 
 
+class FileLike:
+    """A WebHDFS stream of ``length`` bytes as the file object boto3 reads (``read()`` too)."""
+
+    def __init__(self, stream: Any, length: int) -> None:
+        self.stream, self.left = stream, length
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = self.stream.read(n) if n else b""
+        self.left -= len(data)
+        return data
+
+
 def distcp_config(stack: dict[str, Any], bucket: str, classpath: str, logs: Path) -> Config:
     raw = tomllib.loads(Path(stack["config"]).read_text())
     raw["migrate"] = {
@@ -194,7 +207,8 @@ def measure_copiers(
     def upload(pair: tuple[str, str], size: int) -> None:
         stream = fs.open_read(pair[0], 0, size)
         try:
-            s3.upload_fileobj(stream, bucket, pair[1].split("://", 1)[1].split("/", 1)[1], Config=tc)
+            key = pair[1].split("://", 1)[1].split("/", 1)[1]
+            s3.upload_fileobj(FileLike(stream, size), bucket, key, Config=tc)
         finally:
             stream.close()
 

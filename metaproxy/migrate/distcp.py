@@ -130,6 +130,22 @@ def groups(files: Sequence[tuple[str, str]]) -> list[tuple[list[str], str]]:
     return out
 
 
+def split_options(options: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``[migrate] distcp_options`` as (Hadoop's generic ``-D`` properties, DistCp's options):
+    the generic ones must come first on the command line, or DistCp takes them for paths."""
+    generic: list[str] = []
+    own: list[str] = []
+    it = iter(options)
+    for opt in it:
+        if opt == "-D":
+            generic += [opt, next(it, "")]
+        elif opt.startswith("-D"):
+            generic.append(opt)
+        else:
+            own.append(opt)
+    return generic, own
+
+
 def _site_xml(props: dict[str, str]) -> str:
     body = "\n".join(
         f"  <property><name>{escape(k)}</name><value>{escape(v)}</value></property>" for k, v in props.items()
@@ -223,12 +239,13 @@ class DistCp:
 
     def arguments(self, sources: list[str], target: str, listing: Path, conf: Path) -> list[str]:
         """DistCp's arguments for one job: generic options first, then DistCp's own."""
-        options = list(self.m.distcp_options)
+        generic, options = split_options(self.m.distcp_options)
         maps = [] if "-m" in options else ["-m", str(max(1, min(self.m.parallelism, len(sources))))]
         listing.write_text("".join(_listing_line(s) + "\n" for s in sources))
         return [
             "-conf",
             str(conf),
+            *generic,  # Hadoop's generic options (-D) only count before DistCp's own
             "-overwrite",
             "-direct",
             *maps,

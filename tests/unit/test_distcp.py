@@ -92,12 +92,14 @@ def test_a_job_gets_the_keys_in_a_private_file_never_on_its_command_line(tmp_pat
 
 
 def test_yarn_and_more_options(tmp_path: Path) -> None:
-    runner = DistCp(
-        _config(tmp_path, RECORDER, distcp_framework="yarn", distcp_options=["-m", "40", "-Dk=v"])
-    )
+    options = ["-m", "40", "-Dk=v", "-bandwidth", "50", "-D", "q=etl"]
+    runner = DistCp(_config(tmp_path, RECORDER, distcp_framework="yarn", distcp_options=options))
     runner.copy([("hdfs://nn/w/a", "s3://b/t/a")], "u")
     argv = (tmp_path / "argv").read_text().split()
-    assert argv.count("-m") == 1 and argv[argv.index("-m") + 1] == "40" and "-Dk=v" in argv
+    assert argv.count("-m") == 1 and argv[argv.index("-m") + 1] == "40"
+    # Hadoop's generic options come before DistCp's own, or DistCp takes them for sources
+    assert argv[1:3] == ["-conf", argv[2]] and argv[3:6] == ["-Dk=v", "-D", "q=etl"]
+    assert argv.index("-bandwidth") > argv.index("-overwrite")
     conf = (tmp_path / "conf.xml").read_text()
     assert "<value>yarn</value>" in conf and "hadoop.tmp.dir" not in conf  # the nodes' own
 
