@@ -9,7 +9,7 @@
   back).
 
 Then the three copiers side by side on the same files on HDFS, each to a fresh S3 prefix, for a
-set of small files and a set of big ones:
+set of small files, a set of big ones, and one tiny file (the fixed cost):
 
 * DistCp (``[migrate] copier = "distcp"``): one DistCp job per set on MapReduce's local job
   runner (the stack's ``lib/distcp``), and the same followed by the source's SHA-256 read
@@ -19,9 +19,9 @@ set of small files and a set of big ones:
 * plain boto3: ``upload_fileobj`` streaming each file from WebHDFS, files side by side.
 
 Each reports MB/s and CPU seconds (this process's, plus the DistCp JVM's as a waited-for
-child); a straight line through the two sets gives each copier a fixed cost per unit and a
-per-byte rate, and where DistCp's line crosses the built-in copier's is the unit size above
-which DistCp is faster here. Verification, the same whichever copier ran, is left out.
+child); the tiny file gives each copier its fixed cost per unit, the big set its per-byte rate,
+and where DistCp's line crosses the built-in copier's is the unit size above which DistCp is
+faster here. Verification, the same whichever copier ran, is left out.
 
 Rounds alternate; the median counts. Results go to ``bench/out/migrate.json``.
 
@@ -228,6 +228,11 @@ def measure_copiers(
         }
 
     try:
+        # one untimed job first: the first JVM reads its jars from disk, later ones from the page cache
+        warm = f"{hdfs}/bench-copiers/warm-up"
+        fs.write(f"{warm}/f.bin", b"x")
+        distcp.copy([(f"{warm}/f.bin", f"s3://{bucket}/warm-up/f.bin")], "bench-warm-up")
+        fs.delete(warm, recursive=True)
         for name, (count, size) in sets.items():
             root = f"{hdfs}/bench-copiers/{name}"
             names = [f"f{i:04d}.bin" for i in range(count)]
@@ -267,25 +272,27 @@ def measure_copiers(
         copier.close()
         pool.shutdown()
         shutil.rmtree(work, ignore_errors=True)
-    out["model"] = crossover(out, list(sets))
+    out["model"] = crossover(out)
     return out
 
 
-def crossover(out: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    """A straight line, seconds = fixed + bytes / rate, per copier through the two sets' medians,
-    and the unit size above which DistCp (with the hash the loop adds) beats the built-in copier."""
-    a, b = (out[n] for n in names[:2])
+def crossover(out: dict[str, Any]) -> dict[str, Any]:
+    """Per copier, seconds = fixed + bytes / rate: the fixed cost is the tiny set's time (one
+    file of 1 KiB: a JVM, a job, a listing for DistCp), the rate the big set's bytes over its
+    time less that; and the unit size above which DistCp with the hash the loop adds beats the
+    built-in copier (none when its rate is not the better one)."""
     model: dict[str, Any] = {}
+    big = out["big"]
     for way in WAYS:
-        (x1, y1), (x2, y2) = ((s["total_bytes"], s["median"][way]["seconds"]) for s in (a, b))
-        slope = (y2 - y1) / (x2 - x1) if x2 != x1 else float("nan")
-        model[way] = {"fixed_s": y1 - slope * x1, "mb_s": (1 / slope / 1e6) if slope > 0 else float("inf")}
-    d, m = model["distcp_hash"], model["builtin"]
-    per_byte_d, per_byte_m = 1 / (d["mb_s"] * 1e6), 1 / (m["mb_s"] * 1e6)
-    if per_byte_d < per_byte_m:
-        model["crossover_bytes"] = max(0.0, (d["fixed_s"] - m["fixed_s"]) / (per_byte_m - per_byte_d))
+        fixed = out["tiny"]["median"][way]["seconds"]
+        rest = big["median"][way]["seconds"] - fixed
+        model[way] = {"fixed_s": fixed, "mb_s": big["total_bytes"] / rest / 1e6 if rest > 0 else None}
+    d, b = model["distcp_hash"], model["builtin"]
+    if d["mb_s"] and b["mb_s"] and d["mb_s"] > b["mb_s"]:
+        per_byte = 1 / (b["mb_s"] * 1e6) - 1 / (d["mb_s"] * 1e6)
+        model["crossover_bytes"] = max(0.0, (d["fixed_s"] - b["fixed_s"]) / per_byte)
     else:
-        model["crossover_bytes"] = None  # DistCp's per-byte rate is not the better one here
+        model["crossover_bytes"] = None
     return model
 
 
@@ -310,12 +317,14 @@ def print_copiers(res: dict[str, Any], rounds: int) -> None:
             )
             label = ""
     model = res["model"]
-    print("  a straight line through the two sets (seconds = fixed + bytes / rate):")
+    print("  seconds = fixed + bytes / rate (fixed: the tiny set; rate: the big set beyond it):")
     for way in WAYS:
-        print(f"    {way:<12} fixed {model[way]['fixed_s']:6.2f} s   rate {model[way]['mb_s']:7.1f} MB/s")
+        rate = model[way]["mb_s"]
+        shown = f"{rate:7.1f} MB/s" if rate else "    n/a"
+        print(f"    {way:<12} fixed {model[way]['fixed_s']:6.2f} s   rate {shown}")
     x = model["crossover_bytes"]
     if x is None:
-        print("  crossover: none here - DistCp (+ hash) is not faster per byte than the built-in copier")
+        print("  crossover: none here - DistCp (+ hash) moves bytes no faster than the built-in copier")
     else:
         print(f"  crossover: DistCp (+ hash) is faster for units above ~{x / MiB:.0f} MiB")
 
@@ -372,7 +381,7 @@ def main() -> None:
     classpath = args.distcp_classpath or default_classpath(stack)
     if classpath and any(Path(classpath).glob("hadoop-distcp-*.jar")):
         print("\ncopiers side by side ...", flush=True)
-        sets = {"small": parse_set(args.small), "big": parse_set(args.big)}
+        sets = {"tiny": (1, 1024), "small": parse_set(args.small), "big": parse_set(args.big)}
         results["copiers"] = measure_copiers(stack, sets, args.copier_rounds, classpath)
         print_copiers(results["copiers"], args.copier_rounds)
     else:

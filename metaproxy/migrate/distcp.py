@@ -12,8 +12,9 @@ DistCp runs in one of two ways:
 * ``distcp_classpath``: ``java`` with a folder of Hadoop jars (the local stack's ``lib/distcp``)
   and ``org.apache.hadoop.tools.DistCp``.
 
-The job runs on MapReduce's local job runner (inside the one JVM: the same map tasks a YARN
-cluster runs) unless ``distcp_framework = "yarn"``. S3A gets ``[s3]``'s endpoint, region,
+The job runs on MapReduce's local job runner (inside the one JVM: the same map task code a
+YARN cluster runs, but one map task, so the files go one after another) unless
+``distcp_framework = "yarn"``, where ``-m`` maps copy side by side. S3A gets ``[s3]``'s endpoint, region,
 addressing style and keys from a generic ``-conf`` file in a private folder (0700, the file
 0600), removed when the job ends, so no secret is on a command line; the job's output is
 written to a log file with the secrets masked.
@@ -198,10 +199,10 @@ class DistCp:
                     "hadoop.tmp.dir": str(work / "tmp"),
                     "mapreduce.jobtracker.staging.root.dir": str(work / "staging"),
                     "mapreduce.cluster.local.dir": str(work / "local"),
-                    "mapreduce.local.map.tasks.maximum": str(max(1, m.parallelism)),
-                    # a map per part's worth of bytes (up to -m): files go side by side, as the
-                    # built-in copier's do, not one after another in DistCp's one 256 MiB map
-                    "distcp.bytes.per.map": str(m.part_size),
+                    # the local runner runs one map task (its client sets one, whatever -m
+                    # says), so files go one after another: S3A uploads each one's parts
+                    # side by side, as many as the built-in copier has in flight
+                    "fs.s3a.fast.upload.active.blocks": str(max(1, m.parallelism)),
                 }
             )
         return props
