@@ -136,6 +136,10 @@ def parse_set(text: str) -> tuple[int, int]:
     return int(n), parse_size(size)
 
 
+def human(n: int) -> str:
+    return f"{n / MiB:g} MiB" if n >= MiB else f"{n / 1024:g} KiB"
+
+
 def cpu_now() -> tuple[float, float]:
     """CPU seconds so far: this process (user + system), and its waited-for children."""
     me = resource.getrusage(resource.RUSAGE_SELF)
@@ -236,7 +240,7 @@ def measure_copiers(
         for name, (count, size) in sets.items():
             root = f"{hdfs}/bench-copiers/{name}"
             names = [f"f{i:04d}.bin" for i in range(count)]
-            print(f"  writing the {name} set to HDFS: {count} x {size / MiB:g} MiB", flush=True)
+            print(f"  writing the {name} set to HDFS: {count} x {human(size)}", flush=True)
             list(pool.map(lambda n: fs.write(f"{root}/{n}", os.urandom(size)), names))  # noqa: B023
             total = count * size
             runs: dict[str, list[dict[str, float]]] = {w: [] for w in WAYS}
@@ -306,14 +310,15 @@ def print_copiers(res: dict[str, Any], rounds: int) -> None:
     for name, s in res.items():
         if name == "model":
             continue
-        label = f"{name}: {s['files']} x {s['file_bytes'] / MiB:g} MiB"
+        label = f"{name}: {s['files']} x {human(s['file_bytes'])}"
         base = s["median"]["builtin"]["mb_s"]
         for way in WAYS:
             m = s["median"][way]
             cpu = m["cpu_self_s"] + m["cpu_children_s"]
+            per_gb = f"{cpu / (s['total_bytes'] / 1e9):9.1f}" if s["total_bytes"] >= MiB else "        -"
             print(
                 f"  {label:<24} {way:<22} {m['mb_s']:7.1f} {m['mb_s'] / base:6.2f} {m['seconds']:8.2f}"
-                f" {cpu:7.2f} {cpu / (s['total_bytes'] / 1e9):9.1f}"
+                f" {cpu:7.2f} {per_gb}"
             )
             label = ""
     model = res["model"]

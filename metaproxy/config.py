@@ -522,7 +522,8 @@ class MigrateConfig:
     #: (a Hadoop DistCp job, for units of at least distcp_threshold bytes; smaller ones builtin)
     copier: str = _key("copier", "choice", "builtin", choices=COPIERS)
     #: with copier = "distcp": units of at least this many bytes go through DistCp; 0: every unit
-    distcp_threshold: int = _key("distcp_threshold", "size", 1024 * 1024 * 1024)
+    #: (4 GiB: about where DistCp on a small YARN cluster overtakes, see docs/benchmarks.md)
+    distcp_threshold: int = _key("distcp_threshold", "size", 4 * 1024 * 1024 * 1024)
     #: the ``hadoop`` command of an edge node (``hadoop distcp …``, its own HADOOP_CONF_DIR)...
     distcp_hadoop: str = _key("distcp_hadoop", "str", "")
     #: ...or a folder of Hadoop jars (DistCp, MapReduce client, HDFS client, hadoop-aws, the AWS
