@@ -248,3 +248,30 @@ def test_small_units_keep_the_builtin_copier_and_a_killed_job_is_retried(
         stop.set()
         m.close()
     assert len(logs_written) == 2 and all(n.startswith(f"unit-{failed.id}-a") for n in logs_written)
+
+
+def test_a_failed_job_fails_its_unit_with_the_reason_from_its_log(
+    stack: dict[str, Any], lake: dict[str, Any], distcp_lib: str, tmp_path: Path, s3_client: Any
+) -> None:
+    """The target bucket does not exist yet: each unit's DistCp job fails, and its error quotes
+    S3's answer from the job's log; once the bucket is there the next pass finishes both."""
+    bucket = f"later-{uuid.uuid4().hex[:8]}"
+    m = Migrator(distcp_config(stack, bucket, distcp_lib, tmp_path / "logs", threshold=0))
+    try:
+        assert m.run_once(lake["policy"]).counts == {"failed": 2}
+        for u in m.store.units(lake["policy"]):
+            assert u.last_error.startswith("DistCpError: DistCp failed (exit "), u.last_error
+            assert "NoSuchBucket" in u.last_error and "\tat " not in u.last_error
+            assert stack["s3_secret_key"] not in u.last_error
+        s3_client.create_bucket(Bucket=bucket)
+        for u in m.store.units(lake["policy"]):
+            MigrationStore(m.db).set_state(u.id, "failed", next_try=0)
+        assert m.run_once(lake["policy"]).counts == {"flipped": 2}
+        for u in m.store.units(lake["policy"]):
+            bucket_of, prefix = u.dest.split("://", 1)[1].split("/", 1)
+            for f in m.store.files(u.id, u.attempt):
+                body = lake["data"][f"t/{u.part}/{f.rel}"]
+                assert f.state == "verified" and f.sha256 == hashlib.sha256(body).hexdigest()
+                assert s3_client.get_object(Bucket=bucket_of, Key=f"{prefix}/{f.rel}")["Body"].read() == body
+    finally:
+        m.close()
