@@ -462,6 +462,49 @@ def _s3_prefix(target: str, _: Mapping[str, Any]) -> str:
     return target if target.endswith("/") else target + "/"
 
 
+COPIERS: tuple[str, ...] = ("builtin", "distcp")
+DISTCP_FRAMEWORKS: tuple[str, ...] = ("local", "yarn")
+#: DistCp arguments the runner sets itself: how files map to the target, and what is replaced
+_DISTCP_OWN = ("-f", "-update", "-overwrite", "-append", "-delete", "-diff", "-rdiff", "-direct", "-atomic")
+#: configuration keys that hold secrets: never on a command line (the runner passes them in a
+#: private file), so never in ``ps`` or a log
+_DISTCP_SECRET = re.compile(r"(secret|password|access\.key|session\.token)", re.IGNORECASE)
+
+
+def _distcp_command(classpath: str, before: Mapping[str, Any]) -> str:
+    if before["copier"] == "distcp" and bool(classpath) == bool(before["distcp_hadoop"]):
+        raise _Invalid(
+            "exactly one of distcp_hadoop (a hadoop command) and distcp_classpath (a folder of "
+            'Hadoop jars) with copier = "distcp"'
+        )
+    return classpath
+
+
+def _distcp_options(options: tuple[str, ...], _: Mapping[str, Any]) -> tuple[str, ...]:
+    for i, opt in enumerate(options):
+        if opt in _DISTCP_OWN:
+            raise _Invalid(
+                "DistCp options other than " + ", ".join(_DISTCP_OWN) + " (the copier sets those)", opt
+            )
+        if opt.startswith("-D") and opt != "-D":
+            prop = opt[2:]
+        elif i > 0 and options[i - 1] == "-D":
+            prop = opt
+        else:
+            continue
+        if "=" not in prop:
+            raise _Invalid("-Dkey=value properties", opt)
+        if _DISTCP_SECRET.search(prop.split("=", 1)[0]):
+            # the value is not shown: it is a secret
+            key = prop.split("=", 1)[0]
+            raise _Invalid(
+                "no secrets on the command line (the job gets [s3]'s keys in a private file)", f"{key}=…"
+            )
+    if options and options[-1] == "-D":
+        raise _Invalid("a key=value after -D")
+    return options
+
+
 @dataclass(frozen=True)
 class MigrateConfig:
     """The migration loop."""
@@ -475,6 +518,30 @@ class MigrateConfig:
     part_size: int = _key("part_size", "size", 16 * 1024 * 1024)
     parallelism: int = _key("parallelism", "int", 4)
     write_back_to_hms: bool = _key("write_back_to_hms", "bool", False)
+    #: what copies a unit's files: "builtin" (metaproxy's own copier, WebHDFS → S3) or "distcp"
+    #: (a Hadoop DistCp job, for units of at least distcp_threshold bytes; smaller ones builtin)
+    copier: str = _key("copier", "choice", "builtin", choices=COPIERS)
+    #: with copier = "distcp": units of at least this many bytes go through DistCp; 0: every unit
+    #: (4 GiB: about where DistCp on a small YARN cluster overtakes, see docs/benchmarks.md)
+    distcp_threshold: int = _key("distcp_threshold", "size", 4 * 1024 * 1024 * 1024)
+    #: the ``hadoop`` command of an edge node (``hadoop distcp …``, its own HADOOP_CONF_DIR)...
+    distcp_hadoop: str = _key("distcp_hadoop", "str", "")
+    #: ...or a folder of Hadoop jars (DistCp, MapReduce client, HDFS client, hadoop-aws, the AWS
+    #: SDK bundle) run with distcp_java; one of the two is needed with copier = "distcp"
+    distcp_classpath: str = _key("distcp_classpath", "path", "", check=_distcp_command)
+    #: the java command for distcp_classpath; empty: $JAVA_HOME/bin/java, else java on the PATH
+    distcp_java: str = _key("distcp_java", "str", "")
+    #: where the job runs: "local" (MapReduce's local job runner, inside the one JVM) or "yarn"
+    #: (the cluster of HADOOP_CONF_DIR)
+    distcp_framework: str = _key("distcp_framework", "choice", "local", choices=DISTCP_FRAMEWORKS)
+    #: more DistCp arguments, such as ["-m", "20", "-bandwidth", "100", "-Dmapreduce.job.queuename=etl"]
+    distcp_options: tuple[str, ...] = _key("distcp_options", "str_list", (), check=_distcp_options)
+    #: a job still running after this long is killed, and the unit fails (retried later)
+    distcp_timeout_s: float = _key(
+        "distcp_timeout", "duration", 7200.0, check=_in_range(1, math.inf, "a duration of at least 1s")
+    )
+    #: one log file per DistCp job (the error of a failed one quotes its tail)
+    distcp_log_dir: str = _key("distcp_log_dir", "path", "var/log/distcp")
 
 
 def _distinct_paths(mounts: tuple[MountConfig, ...], _: Mapping[str, Any]) -> tuple[MountConfig, ...]:

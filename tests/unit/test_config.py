@@ -197,3 +197,57 @@ def test_a_state_url_with_a_password_is_refused_without_showing_it() -> None:
     cfg = parse_config({"state": {"url": "postgresql://u@h:5433/db?sslmode=verify-full"}}, "test.toml")
     assert cfg.state == "postgresql://u@h:5433/db?sslmode=verify-full"
     assert parse_config({"state": {"path": "/x/s.db"}}, "test.toml").state == "/x/s.db"
+
+
+def test_distcp_copier_keys(tmp_path: Path) -> None:
+    default = parse_config({}, "t.toml", tmp_path).migrate
+    assert default.copier == "builtin" and default.distcp_framework == "local"
+    m = parse_config(
+        {
+            "migrate": {
+                "copier": "distcp",
+                "distcp_threshold": "256MiB",
+                "distcp_classpath": "lib/distcp",
+                "distcp_options": ["-m", "8", "-D", "mapreduce.job.queuename=etl", "-Dx.y=z"],
+                "distcp_timeout": "30m",
+            }
+        },
+        "t.toml",
+        tmp_path,
+    ).migrate
+    assert m.distcp_threshold == 256 << 20 and m.distcp_timeout_s == 1800
+    assert m.distcp_classpath == str(tmp_path / "lib" / "distcp")  # relative to the deployment
+    assert parse_config({"migrate": {"copier": "distcp", "distcp_hadoop": "hadoop"}}, "t.toml").migrate.copier
+
+
+@pytest.mark.parametrize(
+    ("migrate", "needle"),
+    [
+        ({"copier": "fast"}, "[migrate] copier: expected one of builtin, distcp, got 'fast'"),
+        ({"copier": "distcp"}, "[migrate] distcp_classpath: expected exactly one of distcp_hadoop"),
+        (
+            {"copier": "distcp", "distcp_hadoop": "hadoop", "distcp_classpath": "/opt/jars"},
+            "[migrate] distcp_classpath: expected exactly one of distcp_hadoop",
+        ),
+        ({"distcp_threshold": "big"}, "[migrate] distcp_threshold: expected a size"),
+        ({"distcp_framework": "k8s"}, "[migrate] distcp_framework: expected one of local, yarn"),
+        ({"distcp_timeout": "0s"}, "[migrate] distcp_timeout: expected a duration of at least 1s"),
+        ({"distcp_options": ["-update"]}, "[migrate] distcp_options: expected DistCp options other than"),
+        ({"distcp_options": "-f"}, "(the copier sets those), got '-f'"),
+        ({"distcp_options": ["-Dnovalue"]}, "expected -Dkey=value properties, got '-Dnovalue'"),
+        ({"distcp_options": ["-m", "2", "-D"]}, "expected a key=value after -D"),
+        ({"distcp_options": [1]}, "[migrate] distcp_options: expected a list of strings"),
+    ],
+)
+def test_bad_distcp_keys_are_named(migrate: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config({"migrate": migrate}, "test.toml")
+    assert needle in str(e.value)
+
+
+@pytest.mark.parametrize("option", ["-Dfs.s3a.secret.key=hunter2", "fs.s3a.access.key=hunter2"])
+def test_distcp_options_refuse_secrets_without_showing_them(option: str) -> None:
+    options = [option] if option.startswith("-D") else ["-D", option]
+    with pytest.raises(ConfigError, match="no secrets on the command line") as e:
+        parse_config({"migrate": {"distcp_options": options}}, "test.toml")
+    assert "hunter2" not in str(e.value)

@@ -96,6 +96,7 @@ secret_key = "$s3_secret_key"
 
 [migrate]
 target = "s3://metaproxy-migrated/"
+distcp_classpath = "$lib/distcp"   # for copier = "distcp" (the stack's copier stays builtin)
 $secure_sections
 [[mount]]
 path = "/tpcds"
@@ -160,6 +161,7 @@ def stack_config(st: StackLayout) -> Path:
         hdfs=f"hdfs://{st.service_host if st.secure else st.onprem_host}:{st.port('hdfs_rpc')}",
         data=st.data,
         logs=st.logs,
+        lib=st.lib,
         gateway_access_key=GATEWAY_ACCESS_KEY,
         gateway_secret_key=GATEWAY_SECRET_KEY,
         s3_region=S3_REGION,
