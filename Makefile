@@ -68,7 +68,7 @@ COMPAT_HMS ?= 2.3 3.1
 test: lint setup-secure setup-postgres
 	@failed=""; \
 	echo "== the whole suite on Hive Metastore 4.0"; \
-	METAPROXY_HMS=4.0 $(BIN)/pytest || failed="$$failed 4.0"; \
+	METAPROXY_HMS=4.0 $(BIN)/pytest --durations=15 || failed="$$failed 4.0"; \
 	echo "== the state, proxy and migration suites with metaproxy's state on PostgreSQL"; \
 	METAPROXY_HMS=4.0 METAPROXY_STATE=postgres $(BIN)/pytest -m state || failed="$$failed 4.0-postgres"; \
 	for v in $(COMPAT_HMS); do \
