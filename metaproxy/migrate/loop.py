@@ -394,8 +394,13 @@ class Migrator:
             sha = source_sha256(self.ufs, uri, f.length)
             self.store.file_done(unit.id, unit.attempt, f.rel, FileState.COPIED, sha, f.length)
 
-        with ThreadPoolExecutor(self.config.migrate.parallelism, thread_name_prefix="migrate-hash") as pool:
-            outcomes = [fut.exception() for fut in [pool.submit(hashed, f) for f in todo]]
+        self._each_file(hashed, todo, "migrate-hash")
+
+    def _each_file(self, work: Callable[[UnitFile], None], files: list[UnitFile], name: str) -> None:
+        """``work`` on every file, side by side (``[migrate] parallelism`` at once); raises
+        :class:`_Changed` if a source changed under one, else the first other failure."""
+        with ThreadPoolExecutor(self.config.migrate.parallelism, thread_name_prefix=name) as pool:
+            outcomes = [fut.exception() for fut in [pool.submit(work, f) for f in files]]
         changed = [e for e in outcomes if isinstance(e, SourceChanged)]
         if changed:
             raise _Changed(str(changed[0]))
@@ -428,14 +433,7 @@ class Migrator:
 
         # files move side by side; the copier's part slots bound the memory they take together
         todo = [f for f in self.store.files(unit.id, unit.attempt) if f.state != FileState.VERIFIED]
-        with ThreadPoolExecutor(self.config.migrate.parallelism, thread_name_prefix="migrate-file") as pool:
-            outcomes = [fut.exception() for fut in [pool.submit(one, f) for f in todo]]
-        changed = [e for e in outcomes if isinstance(e, SourceChanged)]
-        if changed:
-            raise _Changed(str(changed[0]))
-        failed = [e for e in outcomes if e is not None]
-        if failed:
-            raise failed[0]
+        self._each_file(one, todo, "migrate-file")
         # the source must still be what was copied: same files, same lengths and times
         now = {(s.path, s.length, s.mtime_ms) for s in self.source_files(unit.source)}
         copied = {(f.rel, f.length, f.mtime_ms) for f in self.store.files(unit.id, unit.attempt)}

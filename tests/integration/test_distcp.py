@@ -18,15 +18,25 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from test_migrate import SCHEMA, config_for, load_flips, paths, rows, stack_state, wait_for
+from test_migrate import (
+    SCHEMA,
+    config_for,
+    create_partitioned_table,
+    load_flips,
+    paths,
+    rows,
+    stack_state,
+    wait_for,
+)
 
 from metaproxy.config import Config
+from metaproxy.hms import connect
 from metaproxy.migrate.loop import Migrator
 from metaproxy.migrate.policy import add_policy, remove_policy
 from metaproxy.state import open_state
 from metaproxy.state.units import MigrationStore
 from metaproxy.ufs.webhdfs import WebHdfs, hdfs_path
-from metaproxy_devstack.sample_data import _storage, parquet_bytes
+from metaproxy_devstack.sample_data import parquet_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -67,10 +77,6 @@ def distcp_config(
 def lake(stack: dict[str, Any], s3_client: Any) -> Iterator[dict[str, Any]]:
     """A table of two old partitions under the /tpcds mount: d=1 small (two files of a few KB),
     d=2 bigger (two files of a few hundred KB of incompressible text)."""
-    from hive_metastore.ttypes import Database, FieldSchema, Partition, Table
-
-    from metaproxy.hms import connect
-
     tag = uuid.uuid4().hex[:8]
     db = f"dcp_{tag}"
     location = f"{stack['hdfs']}/warehouse/tpcds/{db}"
@@ -89,36 +95,7 @@ def lake(stack: dict[str, Any], s3_client: Any) -> Iterator[dict[str, Any]]:
             sizes[d] += len(body)
             data[rel] = body
         expected[d] = (n_rows, sum(ids))
-    with connect(stack["hms"]) as c:
-        c.create_database(Database(name=db, locationUri=location, parameters={}))
-        c.create_table(
-            Table(
-                tableName="t",
-                dbName=db,
-                owner="test",
-                createTime=int(time.time()),
-                lastAccessTime=0,
-                retention=0,
-                sd=_storage(SCHEMA, f"{location}/t"),
-                partitionKeys=[FieldSchema(name="d", type="bigint", comment=None)],
-                parameters={"EXTERNAL": "TRUE"},
-                tableType="EXTERNAL_TABLE",
-            )
-        )
-        c.add_partitions(
-            [
-                Partition(
-                    values=[str(d)],
-                    dbName=db,
-                    tableName="t",
-                    createTime=int(time.time()),
-                    lastAccessTime=0,
-                    sd=_storage(SCHEMA, f"{location}/t/d={d}"),
-                    parameters={},
-                )
-                for d in (1, 2)
-            ]
-        )
+    create_partitioned_table(stack["hms"], db, location, (1, 2))
     bucket = f"distcp-{tag}"
     s3_client.create_bucket(Bucket=bucket)
     state = open_state(stack_state(stack))

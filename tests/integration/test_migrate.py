@@ -9,7 +9,7 @@ import sys
 import time
 import tomllib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import pyarrow as pa
 import pytest
 
 from metaproxy.config import Config, parse_config
+from metaproxy.hms import connect
 from metaproxy.migrate.loop import Migrator
 from metaproxy.migrate.policy import add_policy, remove_policy
 from metaproxy.state import open_state
@@ -43,40 +44,14 @@ def load_flips(path: str) -> dict[str, str]:
         return stored_flips(db)
 
 
-SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.string())])
-POLICY = "ufsMigrate(olderThan(1m), UFS[hdfs]:REMOVE, UFS[s3]:STORE)"
-
-
-def config_for(stack: dict[str, Any], bucket: str, **migrate: Any) -> Config:
-    """The stack's own config (so the proxy sees the flips), with this test's target bucket."""
-    raw = tomllib.loads(Path(stack["config"]).read_text())
-    raw["migrate"] = {"target": f"s3://{bucket}/", "grace_period": "1h", **migrate}
-    return parse_config(raw, stack["config"])
-
-
-@pytest.fixture
-def lake(stack: dict[str, Any], s3_client: Any) -> Iterator[dict[str, Any]]:
-    """A database under the /tpcds mount with a 4-partition table; d=1,2 are two hours old."""
+def create_partitioned_table(hms: str, db: str, location: str, parts: Iterable[int]) -> None:
+    """Database ``db`` at ``location`` with an external table ``t`` (SCHEMA, partitioned by
+    ``d``) whose partitions ``d=<n>`` are the folders ``t/d=<n>`` below it, in the HMS ``hms``."""
     from hive_metastore.ttypes import Database, FieldSchema, Partition, Table
 
     from metaproxy.hms import connect
 
-    tag = uuid.uuid4().hex[:8]
-    db = f"mig_{tag}"
-    location = f"{stack['hdfs']}/warehouse/tpcds/{db}"
-    fs = WebHdfs(stack["webhdfs"])
-    old_ms = int((time.time() - 7200) * 1000)
-    expected = {}
-    for d in (1, 2, 3, 4):
-        ids = list(range(d * 1000, d * 1000 + 50 * d))
-        t = pa.table({"id": ids, "v": [f"row-{i}" for i in ids]}, schema=SCHEMA)
-        for n in range(2):  # two files per partition
-            path = hdfs_path(f"{location}/t/d={d}/part-{n}.parquet")
-            fs.write(path, parquet_bytes(t.slice(n * 25 * d, 25 * d)))
-            if d <= 2:
-                fs.set_times(path, mtime_ms=old_ms)
-        expected[d] = (len(ids), sum(ids))
-    with connect(stack["hms"]) as c:
+    with connect(hms) as c:
         c.create_database(Database(name=db, locationUri=location, parameters={}))
         c.create_table(
             Table(
@@ -103,9 +78,41 @@ def lake(stack: dict[str, Any], s3_client: Any) -> Iterator[dict[str, Any]]:
                     sd=_storage(SCHEMA, f"{location}/t/d={d}"),
                     parameters={},
                 )
-                for d in (1, 2, 3, 4)
+                for d in parts
             ]
         )
+
+
+SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.string())])
+POLICY = "ufsMigrate(olderThan(1m), UFS[hdfs]:REMOVE, UFS[s3]:STORE)"
+
+
+def config_for(stack: dict[str, Any], bucket: str, **migrate: Any) -> Config:
+    """The stack's own config (so the proxy sees the flips), with this test's target bucket."""
+    raw = tomllib.loads(Path(stack["config"]).read_text())
+    raw["migrate"] = {"target": f"s3://{bucket}/", "grace_period": "1h", **migrate}
+    return parse_config(raw, stack["config"])
+
+
+@pytest.fixture
+def lake(stack: dict[str, Any], s3_client: Any) -> Iterator[dict[str, Any]]:
+    """A database under the /tpcds mount with a 4-partition table; d=1,2 are two hours old."""
+    tag = uuid.uuid4().hex[:8]
+    db = f"mig_{tag}"
+    location = f"{stack['hdfs']}/warehouse/tpcds/{db}"
+    fs = WebHdfs(stack["webhdfs"])
+    old_ms = int((time.time() - 7200) * 1000)
+    expected = {}
+    for d in (1, 2, 3, 4):
+        ids = list(range(d * 1000, d * 1000 + 50 * d))
+        t = pa.table({"id": ids, "v": [f"row-{i}" for i in ids]}, schema=SCHEMA)
+        for n in range(2):  # two files per partition
+            path = hdfs_path(f"{location}/t/d={d}/part-{n}.parquet")
+            fs.write(path, parquet_bytes(t.slice(n * 25 * d, 25 * d)))
+            if d <= 2:
+                fs.set_times(path, mtime_ms=old_ms)
+        expected[d] = (len(ids), sum(ids))
+    create_partitioned_table(stack["hms"], db, location, (1, 2, 3, 4))
     bucket = f"migrated-{tag}"
     s3_client.create_bucket(Bucket=bucket)
     state = open_state(config_for(stack, bucket).state)

@@ -29,14 +29,15 @@ import pyarrow as pa
 import pytest
 import requests
 from conftest import fresh_postgres_database
-from test_migrate import SCHEMA, _toml, rows, wait_for
+from test_migrate import SCHEMA, _toml, create_partitioned_table, rows, wait_for
 
+from metaproxy.hms import connect
 from metaproxy.migrate.policy import add_policy
 from metaproxy.state import open_state
 from metaproxy.state.units import MigrationStore
 from metaproxy.ufs.webhdfs import WebHdfs, hdfs_path
 from metaproxy_devstack.procs import free_port
-from metaproxy_devstack.sample_data import _storage, parquet_bytes
+from metaproxy_devstack.sample_data import parquet_bytes
 
 pytestmark = pytest.mark.integration  # on PostgreSQL always: no run of its own per backend
 
@@ -56,10 +57,6 @@ def lake(
 ) -> Iterator[dict[str, Any]]:
     """A 32-partition table under the /tpcds mount, every file two hours old, a policy over it
     in a new PostgreSQL state, and the configs of two proxies and of the loops on that state."""
-    from hive_metastore.ttypes import Database, FieldSchema, Partition, Table
-
-    from metaproxy.hms import connect
-
     tag = uuid.uuid4().hex[:8]
     db = f"shared_{tag}"
     location = f"{stack['hdfs']}/warehouse/tpcds/{db}"
@@ -71,36 +68,7 @@ def lake(
         path = hdfs_path(f"{location}/t/d={d}/part-0.parquet")
         fs.write(path, parquet_bytes(table))
         fs.set_times(path, mtime_ms=old_ms)
-    with connect(stack["hms"]) as c:
-        c.create_database(Database(name=db, locationUri=location, parameters={}))
-        c.create_table(
-            Table(
-                tableName="t",
-                dbName=db,
-                owner="test",
-                createTime=int(time.time()),
-                lastAccessTime=0,
-                retention=0,
-                sd=_storage(SCHEMA, f"{location}/t"),
-                partitionKeys=[FieldSchema(name="d", type="bigint", comment=None)],
-                parameters={"EXTERNAL": "TRUE"},
-                tableType="EXTERNAL_TABLE",
-            )
-        )
-        c.add_partitions(
-            [
-                Partition(
-                    values=[str(d)],
-                    dbName=db,
-                    tableName="t",
-                    createTime=int(time.time()),
-                    lastAccessTime=0,
-                    sd=_storage(SCHEMA, f"{location}/t/d={d}"),
-                    parameters={},
-                )
-                for d in range(PARTITIONS)
-            ]
-        )
+    create_partitioned_table(stack["hms"], db, location, range(PARTITIONS))
     bucket = f"shared-{tag}"
     s3_client.create_bucket(Bucket=bucket)
     url = fresh_postgres_database(postgres_server)
@@ -253,7 +221,6 @@ def test_a_proxy_keeps_its_flips_while_postgres_is_down_and_says_so(
     from hive_metastore import ttypes as tt
     from proxying import proxy_config, uri
 
-    from metaproxy.hms import connect
     from metaproxy.proxy.metrics import STATE_UP
     from metaproxy.thrift_server import MetastoreProxy
     from metaproxy_devstack.components import postgres as pg
