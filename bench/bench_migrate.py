@@ -61,8 +61,8 @@ PART = 16 * MiB
 PARALLEL = 4
 
 
-def measure(stack: dict[str, Any], files: int, mib: int, rounds: int) -> dict[str, list[float]]:
-    """MB/s per round of each side: s3transfer from local disk, the copier, copier + verify."""
+def _workspace(stack: dict[str, Any], name: str) -> tuple[Any, WebHdfs, str, Path]:
+    """A boto3 client of the stack's S3, its HDFS, a new bucket and a local scratch folder."""
     s3 = boto3.client(
         "s3",
         endpoint_url=stack["s3"],
@@ -70,10 +70,14 @@ def measure(stack: dict[str, Any], files: int, mib: int, rounds: int) -> dict[st
         aws_secret_access_key=stack["s3_secret_key"],
         region_name=stack["s3_region"],
     )
-    fs = WebHdfs(stack["webhdfs"])
-    bucket = f"bench-migrate-{uuid.uuid4().hex[:6]}"
+    bucket = f"{name}-{uuid.uuid4().hex[:6]}"
     s3.create_bucket(Bucket=bucket)
-    work = Path(tempfile.mkdtemp(prefix="bench-migrate-"))
+    return s3, WebHdfs(stack["webhdfs"]), bucket, Path(tempfile.mkdtemp(prefix=f"{name}-"))
+
+
+def measure(stack: dict[str, Any], files: int, mib: int, rounds: int) -> dict[str, list[float]]:
+    """MB/s per round of each side: s3transfer from local disk, the copier, copier + verify."""
+    s3, fs, bucket, work = _workspace(stack, "bench-migrate")
     root = "/bench-migrate"
     size = mib * MiB
     names = [f"f{i}.bin" for i in range(files)]
@@ -178,17 +182,7 @@ def measure_copiers(
     stack: dict[str, Any], sets: dict[str, tuple[int, int]], rounds: int, classpath: str
 ) -> dict[str, Any]:
     """Per set and copier: seconds, MB/s and CPU seconds of each round."""
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=stack["s3"],
-        aws_access_key_id=stack["s3_access_key"],
-        aws_secret_access_key=stack["s3_secret_key"],
-        region_name=stack["s3_region"],
-    )
-    fs = WebHdfs(stack["webhdfs"])
-    bucket = f"bench-copiers-{uuid.uuid4().hex[:6]}"
-    s3.create_bucket(Bucket=bucket)
-    work = Path(tempfile.mkdtemp(prefix="bench-copiers-"))
+    s3, fs, bucket, work = _workspace(stack, "bench-copiers")
     config = distcp_config(stack, bucket, classpath, work / "logs")
     distcp = DistCp(config)
     target = S3Ufs(config.s3, client=s3)

@@ -14,22 +14,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from metaproxy.jvm import HADOOP_JAVA17_OPENS
 from metaproxy_devstack.common import HOST, StackError
 
-JAVA17_OPENS = [
-    f"--add-opens=java.base/{p}=ALL-UNNAMED"
-    for p in (
-        "java.lang",
-        "java.lang.reflect",
-        "java.util",
-        "java.util.concurrent",
-        "java.net",
-        "java.nio",
-        "java.io",
-        "sun.nio.ch",
-        "sun.security.action",
-    )
-]
+JAVA17_OPENS = list(HADOOP_JAVA17_OPENS)
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

@@ -51,28 +51,13 @@ from typing import BinaryIO
 from xml.sax.saxutils import escape
 
 from metaproxy.config import Config
+from metaproxy.jvm import HADOOP_JAVA17_OPENS
 from metaproxy.migrate.copier import SourceChanged
 from metaproxy.ufs import Ufs
 
 DISTCP_CLASS = "org.apache.hadoop.tools.DistCp"
 #: Hadoop on Java 17+ reaches into these packages (ignored by older JVMs)
-JAVA_OPENS = [
-    "-XX:+IgnoreUnrecognizedVMOptions",
-    *(
-        f"--add-opens=java.base/{p}=ALL-UNNAMED"
-        for p in (
-            "java.lang",
-            "java.lang.reflect",
-            "java.util",
-            "java.util.concurrent",
-            "java.net",
-            "java.nio",
-            "java.io",
-            "sun.nio.ch",
-            "sun.security.action",
-        )
-    ),
-]
+JAVA_OPENS = ["-XX:+IgnoreUnrecognizedVMOptions", *HADOOP_JAVA17_OPENS]
 #: lines of a failed job's log quoted in its error (stack frames left out)
 TAIL_LINES = 12
 
